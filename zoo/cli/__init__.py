@@ -1,0 +1,1 @@
+"""Command line: `zoo ...`. Holds argument parsing only; logic lives in the layers below."""

@@ -1,0 +1,14 @@
+"""`zoo bench`."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="(not available yet in this build)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from zoo.errors import ZooError
+
+    raise ZooError("'zoo bench' is not available in this build yet")

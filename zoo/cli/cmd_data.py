@@ -1,0 +1,66 @@
+"""`zoo data ...`: dataset inspection (info), and the groups other modules add
+(build/list from the catalogue, import/export, partition-info)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+from tabulate import tabulate
+
+# modules that add `zoo data` sub-commands: each has add_data_parsers(data_subparsers)
+DATA_COMMAND_MODULES: list[str] = []
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("data", help="build, import, inspect datasets")
+    dsub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    info = dsub.add_parser("info", help="the card and per-structure atoms / edges / non-zeros")
+    info.add_argument("path", help="dataset directory (or a catalogue name once built)")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(func=run_info)
+    for mod in DATA_COMMAND_MODULES:
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        m.add_data_parsers(dsub)
+    p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
+
+
+def resolve_dataset_path(name_or_path: str):
+    """A dataset directory, or a built catalogue dataset by name."""
+    from pathlib import Path
+
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    try:
+        from zoo.data.catalogue import dataset_path  # filled in by the catalogue
+    except ImportError:
+        return path
+    return dataset_path(name_or_path)
+
+
+def run_info(args) -> int:
+    from zoo.data.format import Dataset
+
+    ds = Dataset.open(resolve_dataset_path(args.path), validate=False)
+    card = ds.card.to_json()
+    per = []
+    for name, s in ds.card.structures.items():
+        split = ",".join(k for k, v in ds.card.splits.items() if name in v)
+        per.append({"name": name, "split": split, "atoms": s.get("n_atoms"), "edges": s.get("n_edges"),
+                    "nnz_h": s.get("nnz_h")})
+    if args.json:
+        print(json.dumps({"card": card, "hash": ds.card.hash(), "structures": per}, indent=1))
+        return 0
+    lot = ds.card.level_of_theory
+    print(f"dataset  {ds.name}  ({ds.path})")
+    print(f"theory   {', '.join(f'{k}={v}' for k, v in lot.items())}")
+    print(f"basis    {ds.card.basis.name}: " + ", ".join(f"{s}={ls}" for s, ls in ds.card.basis.to_json()['shells'].items()))
+    print(f"cutoff   {ds.card.cutoff} A   images: {ds.card.image_convention}   overlap: {ds.card.has_overlap}   "
+          f"spinful: {ds.card.spinful}   hash: {ds.card.hash()}")
+    print(f"splits   " + ", ".join(f"{k}: {len(v)}" for k, v in ds.card.splits.items()))
+    print(tabulate(per, headers="keys"))
+    return 0

@@ -1,0 +1,123 @@
+"""Records -> torch-geometric `Data` with padded targets and masks; batching.
+
+Fields of a graph (N atoms, E directed edges, n = layout.n_max)::
+
+    z [N] long, pos [N, 3], cell [1, 3, 3], edge_index [2, E] long (row 0 = i, row 1 = j),
+    edge_shift [E, 3] (integer-valued, image of j), node_orb_mask [N, n] bool,
+    node_label_mask [N] bool, edge_label_mask [E] bool   (False for virtual halo outputs),
+    y_node [N, n, n], y_edge [E, n, n]                  (targets, Hartree, zero padding)
+    s_node, s_edge                                      (overlap, when present)
+
+Positions and cell stay in the graph so that models compute edge vectors themselves
+(`edge_vectors`), which keeps rotation tests honest (rotate pos and cell, nothing else).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch_geometric.data import Batch, Data
+
+from zoo.data.format import Dataset, Record, Structure
+from zoo.data.graph import edge_vectors_np, neighbor_graph
+from zoo.physics.basis import OrbitalLayout
+
+
+@dataclass
+class DatasetInfo:
+    """What a backbone may know about its data (never file paths)."""
+
+    layout: OrbitalLayout
+    cutoff: float
+    spinful: bool = False
+    has_overlap: bool = False
+    name: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def elements(self) -> tuple[int, ...]:
+        return self.layout.elements
+
+    @property
+    def n_max(self) -> int:
+        return self.layout.n_max
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset) -> "DatasetInfo":
+        c = ds.card
+        return cls(c.layout(), c.cutoff, c.spinful, c.has_overlap, c.name)
+
+
+def _mask_rows(layout: OrbitalLayout, z: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(layout.mask_table()[z])
+
+
+def structure_to_data(structure: Structure, layout: OrbitalLayout, cutoff: float,
+                      dtype: torch.dtype = torch.float32) -> Data:
+    """Graph of a bare structure (no targets) for prediction."""
+    for z in np.unique(structure.numbers):
+        layout.check_element(int(z))
+    ei, sh = neighbor_graph(structure.numbers, structure.positions, structure.cell, structure.pbc, cutoff)
+    return _make(structure, ei, sh, layout, dtype)
+
+
+def _make(structure: Structure, ei: np.ndarray, sh: np.ndarray, layout: OrbitalLayout, dtype) -> Data:
+    n, e = structure.n_atoms, ei.shape[0]
+    return Data(
+        z=torch.as_tensor(structure.numbers, dtype=torch.long),
+        pos=torch.as_tensor(structure.positions, dtype=dtype),
+        cell=torch.as_tensor(structure.cell, dtype=dtype).unsqueeze(0),
+        edge_index=torch.as_tensor(ei.T.copy(), dtype=torch.long).reshape(2, e),
+        edge_shift=torch.as_tensor(sh, dtype=dtype).reshape(e, 3),
+        node_orb_mask=_mask_rows(layout, structure.numbers),
+        node_label_mask=torch.ones(n, dtype=torch.bool),
+        edge_label_mask=torch.ones(e, dtype=torch.bool),
+        num_nodes=n,
+    )
+
+
+def record_to_data(rec: Record, layout: OrbitalLayout, dtype: torch.dtype = torch.float32,
+                   cutoff: float | None = None) -> Data:
+    """Graph with padded targets. `cutoff` (optional) keeps only edges shorter than it."""
+    ei, sh = rec.edge_index, rec.edge_shift
+    keep = slice(None)
+    if cutoff is not None:
+        d = np.linalg.norm(edge_vectors_np(rec.positions, rec.cell, ei, sh), axis=1)
+        keep = d < cutoff
+    data = _make(rec.structure, ei[keep], sh[keep], layout, dtype)
+    yn, ye = rec.padded(layout, "H")
+    data.y_node = torch.as_tensor(yn, dtype=dtype)
+    data.y_edge = torch.as_tensor(ye[keep], dtype=dtype)
+    if rec.has_overlap:
+        sn, se = rec.padded(layout, "S")
+        data.s_node = torch.as_tensor(sn, dtype=dtype)
+        data.s_edge = torch.as_tensor(se[keep], dtype=dtype)
+    data.name = rec.name
+    return data
+
+
+def collate(graphs: Sequence[Data]) -> Batch:
+    return Batch.from_data_list(list(graphs))
+
+
+def graph_index(data: Data) -> torch.Tensor:
+    """[N] graph index of each node (zeros for a single graph)."""
+    b = getattr(data, "batch", None)
+    return b if b is not None else torch.zeros(data.num_nodes, dtype=torch.long, device=data.pos.device)
+
+
+def edge_vectors(data: Data) -> torch.Tensor:
+    """r_ij = pos[j] + shift @ cell - pos[i] for every edge, differentiable in pos and cell."""
+    i, j = data.edge_index
+    cell = data.cell[graph_index(data)[i]]  # [E, 3, 3]
+    return data.pos[j] - data.pos[i] + torch.einsum("ek,ekx->ex", data.edge_shift.to(data.pos.dtype), cell)
+
+
+def block_masks(data: Data) -> tuple[torch.Tensor, torch.Tensor]:
+    """bool [N, n, n] and [E, n, n]: which padded block entries are real orbitals."""
+    m = data.node_orb_mask
+    i, j = data.edge_index
+    return m[:, :, None] & m[:, None, :], m[i][:, :, None] & m[j][:, None, :]

@@ -1,0 +1,70 @@
+"""Validation of a record on read and before write: each fault is a DataError naming the file."""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.neighborlist import neighbor_list
+
+from zoo.data.format import Record
+from zoo.data.graph import check_cell_for_cutoff
+from zoo.errors import BasisError, DataError
+
+MIN_DISTANCE = 0.5  # Angstrom; closer atoms are "overlapping" (a broken structure, not physics)
+
+
+def validate_record(rec: Record, path=None, cutoff: float | None = None, image_convention: str = "explicit") -> None:
+    """Structure and block consistency. Raises DataError(fault, path) on the first fault."""
+    n = rec.n_atoms
+    if n == 0:
+        raise DataError("structure has no atoms", path)
+    if rec.positions.shape != (n, 3):
+        raise DataError(f"positions have shape {rec.positions.shape}, expected ({n}, 3)", path)
+    for name, arr in (("positions", rec.positions), ("cell", rec.cell)):
+        if not np.all(np.isfinite(arr)):
+            raise DataError(f"{name} contain NaN or inf", path)
+    try:
+        norb = rec.norb
+    except BasisError as exc:
+        raise DataError(str(exc), path) from None
+    ei, sh = rec.edge_index, rec.edge_shift
+    if ei.shape[0] != sh.shape[0]:
+        raise DataError(f"{ei.shape[0]} edges but {sh.shape[0]} image shifts", path)
+    if ei.size and (ei.min() < 0 or ei.max() >= n):
+        raise DataError(f"edge_index refers to atoms outside 0..{n - 1}", path)
+    if np.any((ei[:, 0] == ei[:, 1]) & np.all(sh == 0, axis=1)):
+        raise DataError("an edge (i, i, shift 0) duplicates an on-site block", path)
+    if ei.size and np.any(sh[:, ~rec.pbc] != 0):
+        raise DataError("an edge has an image shift along a non-periodic direction", path)
+    if ei.size:
+        key = np.concatenate([ei, sh], axis=1)
+        if np.unique(key, axis=0).shape[0] != key.shape[0]:
+            raise DataError("duplicate edges (same i, j and shift)", path)
+    n_on = int((norb * norb).sum())
+    n_off = int((norb[ei[:, 0]] * norb[ei[:, 1]]).sum())
+    for label, on, off in (("H", rec.h_onsite, rec.h_offsite), ("S", rec.s_onsite, rec.s_offsite)):
+        if on is None:
+            if label == "H" or rec.s_offsite is not None:
+                raise DataError(f"{label} blocks are missing", path)
+            continue
+        if on.size != n_on:
+            raise DataError(f"{label} on-site blocks hold {on.size} values; the basis {rec.basis.name!r} needs {n_on} "
+                            f"(block shape does not match the basis)", path)
+        if off is None or off.size != n_off:
+            raise DataError(f"{label} edge blocks hold {0 if off is None else off.size} values; the basis "
+                            f"{rec.basis.name!r} needs {n_off} (block shape does not match the basis)", path)
+        bad_on, bad_off = int((~np.isfinite(on)).sum()), int((~np.isfinite(off)).sum())
+        if bad_on or bad_off:
+            raise DataError(f"{label} contains NaN/inf ({bad_on} on-site, {bad_off} edge values)", path)
+        if rec.spinful != np.iscomplexobj(on) and rec.spinful:
+            raise DataError(f"spinful record with real {label} blocks", path)
+    atoms = Atoms(numbers=rec.numbers, positions=rec.positions, cell=rec.cell, pbc=rec.pbc)
+    if rec.pbc.any() and abs(np.linalg.det(rec.cell)) < 1e-8:
+        raise DataError("periodic structure with a degenerate cell", path)
+    i, j, d = neighbor_list("ijd", atoms, MIN_DISTANCE)
+    if i.size:
+        k = int(np.argmin(d))
+        raise DataError(f"overlapping atoms: {i.size // 2} pair(s) closer than {MIN_DISTANCE} A "
+                        f"(atoms {i[k]} and {j[k]} at {d[k]:.3f} A)", path)
+    if cutoff is not None and image_convention == "gamma-folded" and rec.pbc.any():
+        check_cell_for_cutoff(rec.cell, rec.pbc, cutoff, path)

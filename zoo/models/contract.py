@@ -1,0 +1,70 @@
+"""The backbone contract.
+
+    Backbone(info: DatasetInfo, **hparams) ; forward(batch) -> Prediction(node_blocks, edge_blocks)
+
+node_blocks [N, n_max, n_max] and edge_blocks [E, n_max, n_max] are H blocks in the global
+frame, internal orbital convention, Hartree, padded in the slot layout of `info.layout`
+(padding entries are ignored by the harness). Block e belongs to edge (i, j, shift) of
+`batch.edge_index` / `batch.edge_shift`. Spinful backbones return complex (2n x 2n) blocks.
+A backbone sets `message_passing_layers` so partitioners can build a halo deep enough for
+exact partitioned inference; it never reads files.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from zoo.data.torch_data import DatasetInfo
+
+
+class Prediction(NamedTuple):
+    node_blocks: torch.Tensor
+    edge_blocks: torch.Tensor
+
+
+class Backbone(torch.nn.Module):
+    #: hops of neighbourhood a prediction depends on (halo depth for exact partitioning)
+    message_passing_layers: int = 0
+    #: True if node outputs depend on neighbours (so node labels need a halo too)
+    spinful: bool = False
+
+    def __init__(self, info: DatasetInfo):
+        super().__init__()
+        self.info = info
+
+    def forward(self, batch) -> Prediction:
+        raise NotImplementedError  # abstract: every backbone defines forward
+
+
+def reverse_edges(edge_index: torch.Tensor, edge_shift: torch.Tensor, n_nodes: int) -> torch.Tensor:
+    """[E] index of edge (j, i, -shift) for every edge (i, j, shift), or -1 where it is absent."""
+    i, j = edge_index
+    s = edge_shift.round().long()
+    span = int(s.abs().max().item()) + 1 if s.numel() else 1
+    base = 2 * span + 1
+
+    def key(a, b, sh):
+        k = a * n_nodes + b
+        for d in range(3):
+            k = k * base + (sh[:, d] + span)
+        return k
+
+    fwd = key(i, j, s)
+    rev = key(j, i, -s)
+    order = torch.argsort(fwd)
+    pos = torch.searchsorted(fwd[order], rev).clamp(max=max(len(fwd) - 1, 0))
+    found = fwd[order][pos] == rev if len(fwd) else torch.zeros(0, dtype=torch.bool)
+    return torch.where(found, order[pos], torch.full_like(pos, -1))
+
+
+def symmetrize_prediction(pred: Prediction, batch) -> Prediction:
+    """Hermitize: H_ii <- (H_ii + H_ii^T)/2; H_ij(R) <- (H_ij(R) + H_ji(-R)^T)/2 where both exist."""
+    node = 0.5 * (pred.node_blocks + pred.node_blocks.transpose(-1, -2).conj())
+    rev = reverse_edges(batch.edge_index, batch.edge_shift, batch.num_nodes)
+    edge = pred.edge_blocks
+    has = rev >= 0
+    partner = edge[rev.clamp(min=0)].transpose(-1, -2).conj()
+    edge = torch.where(has[:, None, None], 0.5 * (edge + partner), edge)
+    return Prediction(node, edge)
