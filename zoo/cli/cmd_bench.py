@@ -1,14 +1,48 @@
-"""`zoo bench`."""
+"""`zoo bench`: train + validate + test one model on one dataset, append a leaderboard row."""
 
 from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="(not available yet in this build)")
+    p = sub.add_parser("bench", help="train, validate and test a model; append a leaderboard row")
+    p.add_argument("--model", help="registered backbone (see `zoo models`)")
+    p.add_argument("--dataset", help="catalogue name or dataset directory")
+    p.add_argument("--preset", default="cpu", help="preset in the model's presets.yaml (default: cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--max-epochs", type=int, default=None, help="epoch budget (overrides the preset)")
+    budget.add_argument("--time-budget", type=float, default=None, metavar="MIN", help="wall-clock budget in minutes")
+    p.add_argument("--partitioner", default=None, help="train on partitions (e.g. slices) instead of full graphs")
+    p.add_argument("--t-slice", type=float, default=None, help="slice thickness (A) for --partitioner slices")
+    p.add_argument("--n-parts", type=int, default=None, help="number of partitions (balanced partitioners)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a preset field: a training key (lr, batch_size, ...) or a model hyper-parameter; "
+                        "'train.key' / 'model.key' to be explicit; repeatable")
+    p.add_argument("--size", default="small", help="catalogue build size when the dataset is not built yet")
+    p.add_argument("--leaderboard-dir", default="leaderboards")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--eig-max-orbitals", type=int, default=6000,
+                   help="skip dense spectrum metrics for test structures with more orbitals")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from zoo.errors import ZooError
+    from zoo.bench.run import BenchOptions, run_bench
+    from zoo.errors import ConfigError
 
-    raise ZooError("'zoo bench' is not available in this build yet")
+    if not args.resume and (not args.model or not args.dataset):
+        raise ConfigError("zoo bench needs --model and --dataset (or --resume RUN_DIR)")
+    opts = BenchOptions(model=args.model or "", dataset=args.dataset or "", preset=args.preset, seed=args.seed,
+                        max_epochs=args.max_epochs, time_budget_min=args.time_budget, partitioner=args.partitioner,
+                        t_slice=args.t_slice, n_parts=args.n_parts, overrides=args.overrides,
+                        leaderboard_dir=args.leaderboard_dir, runs_dir=args.runs_dir, size=args.size,
+                        resume=args.resume, quiet=args.quiet, eig_max_orbitals=args.eig_max_orbitals)
+    row = run_bench(opts)
+    if row:
+        keys = ["node_mae_mev", "edge_mae_mev", "total_mae_mev", "eig_rel_l1", "gap_err_mev", "epochs_run",
+                "stop_reason", "time_per_epoch_s"]
+        print(f"run folder: {row['run_dir']}")
+        print("  ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in keys))
+    return 0

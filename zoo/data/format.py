@@ -437,8 +437,11 @@ class DatasetWriter:
 
     def __init__(self, path: str | Path, name: str, basis: BasisSet, cutoff: float, level_of_theory: Mapping,
                  image_convention: str = "explicit", provenance: Mapping | None = None, resume: bool = False,
-                 keep_on_error: bool = False, validate: bool = True):
+                 keep_on_error: bool = False, validate: bool = True, overwrite: bool = False):
         self.path = Path(path)
+        self.overwrite = overwrite
+        if self.path.exists() and not overwrite:
+            raise DataError("destination exists (pass overwrite=True to replace it)", self.path)
         self.name, self.basis, self.cutoff = name, basis, float(cutoff)
         self.level_of_theory = dict(level_of_theory)
         self.image_convention = image_convention
@@ -481,7 +484,10 @@ class DatasetWriter:
             validate_record(rec, path=f"<structure {rec.name}>", cutoff=self.cutoff, image_convention=self.image_convention)
         write_record(self._file(rec.name), rec)
 
-    def finalize(self, splits: Mapping[str, Sequence[str]], description: str = "", overwrite: bool = False) -> Dataset:
+    def finalize(self, splits: Mapping[str, Sequence[str]], description: str = "", overwrite: bool | None = None) -> Dataset:
+        overwrite = self.overwrite if overwrite is None else overwrite
+        if self.path.exists() and not overwrite:
+            raise DataError("destination exists (pass overwrite=True to replace it)", self.path)
         files = sorted((self.staging / "structures").glob("*.h5"))
         structures: dict[str, dict] = {}
         elements: set[int] = set()

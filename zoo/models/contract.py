@@ -27,6 +27,9 @@ class Prediction(NamedTuple):
 class Backbone(torch.nn.Module):
     #: hops of neighbourhood a prediction depends on (halo depth for exact partitioning)
     message_passing_layers: int = 0
+    #: direction messages travel along edge_index, as in torch-geometric: "source_to_target" (row 0 -> row 1,
+    #: summed at row 1) or "target_to_source"; one-way partition halos are built for it
+    message_flow: str = "source_to_target"
     #: True if node outputs depend on neighbours (so node labels need a halo too)
     spinful: bool = False
 

@@ -68,10 +68,15 @@ def _conv(name, order, signs=None, source="", verified="documentation"):
 CONVENTIONS: dict[str, Convention] = {c.name: c for c in [
     _conv("internal", {}, source="zoo (e3nn basis with vectors as (y, z, x))", verified="definition"),
     _conv("e3nn", {}, source="alias of internal", verified="definition"),
-    _conv("deeptb", {}, source="DeePTB stores e3nn m-order after its own ABACUS conversion", verified="documentation"),
+    _conv("deeptb", {}, source="DeePTB stores m = -l..l, standard signs, after its ABACUS conversion (its "
+          "OrbAbacus2DeepTB permutes ABACUS (0, 1, -1, ...) to (-l..l) and flips odd |m|); checked on the Si64 "
+          "ABACUS data: the s-p overlap of each bond is -c Y_1(r_ij) with corr -0.999 per component "
+          "(tests/test_importers_realdata.py)", verified="real-data"),
     _conv("xtb", {}, source="tblite/xtb: m = -l..l", verified="engine-rotation"),
     _conv("cp2k", {}, source="CP2K real solid harmonics, m = -l..l", verified="documentation"),
-    _conv("gpaw", {}, source="GPAW/gears_h real spherical harmonics, m = -l..l", verified="documentation"),
+    _conv("gpaw", {}, source="GPAW/gears_h real spherical harmonics, m = -l..l; checked on the WSe2 gears_h "
+          "data: Se-W bond blocks s-p, p-s and s-d follow Y_l(r_ij) component by component with one sign "
+          "(|corr| >= 0.99, tests/test_importers_realdata.py)", verified="real-data"),
     _conv("pyscf", {1: ["px", "py", "pz"]}, source="PySCF: p as (x, y, z), l >= 2 m = -l..l", verified="engine-rotation"),
     _conv("orca", {1: ["pz", "px", "py"], 2: ["dz2", "dxz", "dyz", "dx2-y2", "dxy"], 3: _ORCA_L3},
           signs={3: [1, 1, 1, 1, 1, -1, -1]},

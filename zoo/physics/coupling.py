@@ -61,7 +61,7 @@ class WignerEckart(torch.nn.Module):
                 p = 1 if (la + lb) % 2 == 0 else -1
                 irreps += [(1, (L, p)) for L in range(abs(la - lb), la + lb + 1)]
         self.irreps = o3.Irreps(irreps)
-        self.register_buffer("q", torch.as_tensor(q, dtype=torch.get_default_dtype()), persistent=False)
+        self.register_buffer("q", torch.as_tensor(q, dtype=torch.float64), persistent=False)
 
     def to_blocks(self, coupled: torch.Tensor) -> torch.Tensor:
         n = self.layout.n_max

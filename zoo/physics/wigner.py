@@ -38,8 +38,14 @@ def _as_tensor(R) -> torch.Tensor:
 def wigner_D(l: int, R) -> torch.Tensor:
     """Real (2l+1)^2 Wigner-D for a 3x3 rotation (proper or improper), internal convention."""
     R = _as_tensor(R)
-    P = _P.to(R)
-    return o3.Irrep(l, (-1) ** l).D_from_matrix(P @ R @ P.T)
+    P = _P.to(device=R.device, dtype=torch.float64)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # e3nn builds its generators in the default dtype
+    try:
+        D = o3.Irrep(l, (-1) ** l).D_from_matrix(P @ R.to(torch.float64) @ P.T)
+    finally:
+        torch.set_default_dtype(old)
+    return D.to(R.dtype)
 
 
 def wigner_D_shells(shells: Sequence[int], R) -> torch.Tensor:

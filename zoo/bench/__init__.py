@@ -1,0 +1,1 @@
+"""The harness: trainer, losses, metric suite, leaderboards, reports and the `zoo bench` run."""

@@ -1,0 +1,382 @@
+"""`zoo bench`: train on the train split, schedule on val, score the unseen test structures as
+full graphs, write a run folder and append one leaderboard row.
+
+Run folder runs/<dataset>/<model>-<timestamp>/: config.json, checkpoint.pt, metrics.json,
+history.json, report_data.npz and the report PNGs. A run that diverges (NaN loss) leaves
+error.txt in its folder and no leaderboard row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import yaml
+
+from zoo.bench import ddp
+from zoo.bench.trainer import DTYPES, TrainConfig, Trainer, TrainingDiverged, resolve_device, seed_everything
+from zoo.data.format import Dataset, atomic_write
+from zoo.errors import ConfigError, DataError, ZooError
+
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.json"
+DISTANCE_BINS = 16
+
+
+@dataclass
+class BenchOptions:
+    model: str
+    dataset: str
+    preset: str = "cpu"
+    seed: int = 0
+    max_epochs: int | None = None
+    time_budget_min: float | None = None
+    partitioner: str | None = None
+    t_slice: float | None = None
+    n_parts: int | None = None
+    overrides: Sequence[str] = ()
+    leaderboard_dir: str = "leaderboards"
+    runs_dir: str = "runs"
+    size: str = "small"
+    resume: str | None = None
+    quiet: bool = False
+    eig_max_orbitals: int = 6000
+    extra: dict = field(default_factory=dict)
+
+
+# -- configuration -------------------------------------------------------------------------
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def build_config(model: str, preset: str, overrides: Sequence[str] = (), max_epochs: int | None = None,
+                 time_budget_min: float | None = None) -> tuple[dict, TrainConfig]:
+    """(model hyper-parameters, training config) from a preset plus CLI overrides.
+
+    `--set key=value` goes to the training section if `key` is a training field, else to the
+    model's hyper-parameters; `train.key` / `model.key` say so explicitly. Unknown keys are errors.
+    """
+    from zoo.models.registry import check_hparams, hparam_names, load_preset, model_class
+
+    cls = model_class(model)
+    p = load_preset(model, preset)
+    train = dict(p.pop("train", None) or {})
+    hp = dict(p)
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_keys = set(hparam_names(cls))
+    for item in overrides:
+        key, value = _parse_override(item)
+        section, _, bare = key.rpartition(".")
+        if section == "train" or (not section and bare in train_keys):
+            if bare not in train_keys:
+                raise ConfigError(f"--set {key}: unknown training key; known: {sorted(train_keys)}")
+            train[bare] = value
+        elif section == "model" or (not section and bare in model_keys):
+            if bare not in model_keys:
+                raise ConfigError(f"--set {key}: unknown hyper-parameter of {model!r}; known: {sorted(model_keys)}")
+            hp[bare] = value
+        else:
+            raise ConfigError(f"--set {key}: not a training key ({sorted(train_keys)}) nor a hyper-parameter "
+                              f"of {model!r} ({sorted(model_keys)})")
+    if max_epochs is not None and time_budget_min is not None:
+        raise ConfigError("give --max-epochs or --time-budget, not both")
+    if max_epochs is not None:
+        train["max_epochs"], train["time_budget_min"] = int(max_epochs), None
+    if time_budget_min is not None:
+        train["time_budget_min"], train["max_epochs"] = float(time_budget_min), 10**9
+    check_hparams(cls, hp, where=f"{model}:{preset}")
+    return hp, TrainConfig.from_dict(train, where=f"{model}:{preset}:train")
+
+
+def hparam_hash(model: str, hparams: dict, cfg: TrainConfig) -> str:
+    t = {k: v for k, v in cfg.to_dict().items() if k not in ("device", "max_epochs", "time_budget_min")}
+    blob = json.dumps({"model": model, "hparams": hparams, "train": t}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def budget_string(cfg: TrainConfig) -> str:
+    parts = []
+    if cfg.max_epochs < 10**9:
+        parts.append(f"epochs={cfg.max_epochs}")
+    if cfg.time_budget_min is not None:
+        parts.append(f"time={cfg.time_budget_min:g}min")
+    return ",".join(parts)
+
+
+# -- provenance ----------------------------------------------------------------------------
+
+def git_commit() -> str:
+    """HEAD of the zoo source checkout, or 'unknown' (installed from a wheel, no git, ...)."""
+    import zoo
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(zoo.__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def hardware(device: torch.device) -> dict:
+    dev = str(device)
+    if device.type == "cuda":
+        dev = torch.cuda.get_device_name(device)
+    return {"cpu": cpu_model(), "cores": os.cpu_count() or 0, "torch": torch.__version__, "device": dev}
+
+
+# -- data ----------------------------------------------------------------------------------
+
+def resolve_dataset(name_or_path: str, size: str = "small") -> Dataset:
+    """A dataset directory, or a catalogue name (built on first use)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return Dataset.open(path)
+    try:
+        from zoo.data import catalogue
+    except ImportError:
+        raise ZooError(f"{name_or_path!r} is not a dataset directory and the dataset catalogue "
+                       f"(zoo.data.catalogue) is not available in this build") from None
+    return Dataset.open(catalogue.ensure_built(name_or_path, size=size))
+
+
+def dataset_info_json(info) -> dict:
+    return {"layout": info.layout.to_json(), "cutoff": info.cutoff, "spinful": info.spinful,
+            "has_overlap": info.has_overlap, "name": info.name}
+
+
+def dataset_info_from_json(obj: dict):
+    from zoo.data.torch_data import DatasetInfo
+    from zoo.physics.basis import OrbitalLayout
+
+    return DatasetInfo(OrbitalLayout.from_json(obj["layout"]), float(obj["cutoff"]), bool(obj["spinful"]),
+                       bool(obj["has_overlap"]), str(obj.get("name", "")))
+
+
+def training_graphs(ds: Dataset, split: str, layout, dtype, partitioner: str | None = None,
+                    hops: int = 1, t_slice: float | None = None, n_parts: int | None = None) -> list:
+    """Full graphs of a split, or their partitions (labelled/virtual masks set by the partitioner)."""
+    from zoo.data.torch_data import record_to_data
+
+    graphs = []
+    for rec in ds.records(split):
+        data = record_to_data(rec, layout, dtype)
+        if partitioner is None:
+            graphs.append(data)
+            continue
+        try:
+            from zoo.data.partition import partition
+        except ImportError:
+            raise ZooError("--partitioner needs zoo.data.partition, which is not available in this build") from None
+        parts = partition(data, partitioner=partitioner, t_slice=t_slice, n_parts=n_parts, hops=hops)
+        for k, p in enumerate(parts):
+            p.name = f"{rec.name}#{k}"
+        graphs += parts
+    return graphs
+
+
+# -- evaluation ----------------------------------------------------------------------------
+
+def evaluate(model, ds: Dataset, info, device: torch.device, dtype: torch.dtype, seed: int = 0,
+             eig_max_orbitals: int = 6000, n_parity: int = 50_000) -> tuple[dict, dict]:
+    """Metric suite on the test split, each structure one full graph. Returns (metrics, report data)."""
+    from zoo.bench.losses import label_masks
+    from zoo.bench.metrics import BlockErrors, equivariance_error, spectrum_metrics, timed_inference
+    from zoo.data.torch_data import edge_vectors, record_to_data
+    from zoo.physics.assembly import unpad_blocks
+
+    layout = info.layout
+    bins = np.linspace(0.0, info.cutoff, DISTANCE_BINS + 1)
+    acc = BlockErrors(layout, bins)
+    rng = np.random.default_rng(seed)
+    spec_rows, eig_ref_all, eig_pred_all = [], [], []
+    parity_ref, parity_pred, parity_kind = [], [], []
+    n_atoms, t_infer, equi = 0, 0.0, None
+    model.eval()
+    for k, rec in enumerate(ds.records("test")):
+        data = record_to_data(rec, layout, dtype).to(device)
+        pred, dt = timed_inference(model, data, repeats=2)
+        n_atoms += rec.n_atoms
+        t_infer += dt
+        mn, me = label_masks(data)
+        pn, pe = pred.node_blocks.detach().cpu().double().numpy(), pred.edge_blocks.detach().cpu().double().numpy()
+        yn, ye = data.y_node.cpu().double().numpy(), data.y_edge.cpu().double().numpy()
+        mn, me = mn.cpu().numpy(), me.cpu().numpy()
+        z = rec.numbers
+        ei = data.edge_index.cpu().numpy()
+        dist = edge_vectors(data).norm(dim=1).detach().cpu().double().numpy()
+        acc.add_nodes(pn, yn, mn)
+        acc.add_edges(pe, ye, me, z[ei[0]], z[ei[1]], dist)
+        for kind, p, y, m in (("node", pn, yn, mn), ("edge", pe, ye, me)):
+            r, q = y[m], p[m]
+            take = rng.choice(r.size, size=min(r.size, n_parity), replace=False) if r.size else np.zeros(0, int)
+            parity_ref.append(r[take])
+            parity_pred.append(q[take])
+            parity_kind.append(np.full(take.size, kind == "edge"))
+        if int(rec.norb.sum()) <= eig_max_orbitals:
+            h_on = unpad_blocks(pn, layout.index, z, z)
+            h_off = unpad_blocks(pe, layout.index, z[ei[0]], z[ei[1]])
+            e_ref = rec.eigvalsh()
+            e_pred = rec.with_blocks(h_on, h_off, name=f"{rec.name}-pred").eigvalsh()
+            spec_rows.append(spectrum_metrics(e_ref, e_pred, rec.n_electrons))
+            eig_ref_all.append(e_ref)
+            eig_pred_all.append(e_pred)
+        if equi is None:
+            equi = equivariance_error(model, data, layout, seed=seed)
+        del pred
+    metrics = acc.summary()
+    keys = ["eig_rel_l1", "eig_rel_l2", "eig_rel_l1_occ", "eig_rel_l2_occ", "gap_ref_ev", "gap_err_mev",
+            "eig_mae_window_mev"]
+    for key in keys:
+        vals = [r[key] for r in spec_rows if np.isfinite(r[key])]
+        metrics[key] = float(np.mean(vals)) if vals else float("nan")
+    metrics.update(equi or {})
+    metrics["infer_us_per_atom"] = 1e6 * t_infer / max(n_atoms, 1)
+    metrics["n_test_atoms"] = n_atoms
+    report = {"parity_ref": np.concatenate(parity_ref), "parity_pred": np.concatenate(parity_pred),
+              "parity_is_edge": np.concatenate(parity_kind), "dist_bins": bins,
+              "dist_mae_mev": np.asarray(acc.distance_profile()["mae_mev"]),
+              "dist_count": np.asarray(acc.distance_profile()["count"])}
+    if eig_ref_all:
+        report["eig_ref"], report["eig_pred"] = eig_ref_all[0], eig_pred_all[0]
+        n_el = next(iter([r.n_electrons for r in ds.records("test")]), None)
+        report["n_electrons"] = np.asarray(np.nan if n_el is None else n_el)
+    return metrics, report
+
+
+# -- the run -------------------------------------------------------------------------------
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, default=str, allow_nan=True)))
+
+
+def _new_run_dir(runs_dir: str | Path, dataset: str, model: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(runs_dir) / dataset / f"{model}-{stamp}"
+    path, k = base, 1
+    while True:
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            k += 1
+            path = base.with_name(f"{base.name}-{k}")
+
+
+def run_bench(opts: BenchOptions) -> dict:
+    """Train, evaluate, write the run folder and the leaderboard row (rank 0). Returns the row."""
+    from zoo.bench.leaderboard import append_row, leaderboard_path
+    from zoo.bench.metrics import parameter_count, peak_memory_mb
+    from zoo.bench.reports import render, save_report_data
+    from zoo.data.torch_data import DatasetInfo
+    from zoo.models.registry import build_model
+
+    saved = None
+    if opts.resume:
+        run_dir = Path(opts.resume)
+        cfg_path = run_dir / CONFIG_NAME
+        if not cfg_path.is_file():
+            raise ZooError(f"{run_dir}: not a run folder (no {CONFIG_NAME})")
+        saved = json.loads(cfg_path.read_text())
+        opts = dataclasses.replace(opts, model=saved["model"], dataset=saved["dataset_arg"], preset=saved["preset"],
+                                   seed=saved["seed"], partitioner=saved["partitioner"], t_slice=saved["t_slice"],
+                                   n_parts=saved["n_parts"])
+        hp, cfg = saved["hparams"], TrainConfig.from_dict(saved["train"])
+        if opts.max_epochs is not None or opts.time_budget_min is not None:
+            _, c2 = build_config(opts.model, opts.preset, (), opts.max_epochs, opts.time_budget_min)
+            cfg.max_epochs, cfg.time_budget_min = c2.max_epochs, c2.time_budget_min
+    else:
+        hp, cfg = build_config(opts.model, opts.preset, opts.overrides, opts.max_epochs, opts.time_budget_min)
+
+    device = resolve_device(cfg.device)
+    ctx = ddp.setup(device)
+    if ctx.distributed and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    try:
+        ds = resolve_dataset(opts.dataset, opts.size)
+        card_hash = ds.card.hash()
+        info = DatasetInfo.from_dataset(ds)
+        dtype = DTYPES[cfg.dtype]
+        if not opts.resume:
+            run_dir = ddp.broadcast_object(
+                str(_new_run_dir(opts.runs_dir, ds.name, opts.model)) if ctx.is_main else None, ctx)
+            run_dir = Path(run_dir)
+        seed_everything(opts.seed)
+        model = build_model(opts.model, info, **hp)
+        hops = max(1, int(getattr(model, "message_passing_layers", 0)))
+        train = training_graphs(ds, "train", info.layout, dtype, opts.partitioner, hops, opts.t_slice, opts.n_parts)
+        val = training_graphs(ds, "val", info.layout, dtype)
+        config = {"model": opts.model, "preset": opts.preset, "dataset": ds.name, "dataset_arg": str(opts.dataset),
+                  "dataset_path": str(ds.path), "card_hash": card_hash, "seed": opts.seed, "hparams": hp,
+                  "train": cfg.to_dict(), "partitioner": opts.partitioner, "t_slice": opts.t_slice,
+                  "n_parts": opts.n_parts, "hops": hops, "world_size": ctx.world_size,
+                  "info": dataset_info_json(info), "n_train_graphs": len(train), "n_val_graphs": len(val)}
+        if ctx.is_main and not opts.resume:
+            _write_json(run_dir / CONFIG_NAME, config)
+        meta = {"model": opts.model, "hparams": hp, "info": dataset_info_json(info), "dataset": ds.name,
+                "preset": opts.preset}
+        trainer = Trainer(model, train, val, cfg, seed=opts.seed,
+                          run_dir=run_dir, card_hash=card_hash, meta=meta, ctx=ctx, device=device, quiet=opts.quiet)
+        try:
+            result = trainer.fit(resume=bool(opts.resume))
+        except TrainingDiverged as exc:
+            if ctx.is_main:
+                (run_dir / "error.txt").write_text(str(exc) + "\n")
+            raise
+        if not ctx.is_main:
+            return {}
+        trainer.use_best()
+        metrics, report = evaluate(trainer.model, ds, info, device, dtype, seed=opts.seed,
+                                   eig_max_orbitals=opts.eig_max_orbitals)
+        metrics.update({"params": parameter_count(trainer.model), "time_per_epoch_s": result.time_per_epoch_s,
+                        "train_time_s": result.train_time_s, "peak_mem_mb": peak_memory_mb(device),
+                        "best_val_loss": result.best_val})
+        _write_json(run_dir / "history.json", result.history)
+        _write_json(run_dir / METRICS_NAME, {"metrics": metrics, "distance_profile": {
+            "bins": report["dist_bins"].tolist(), "mae_mev": report["dist_mae_mev"].tolist(),
+            "count": report["dist_count"].tolist()}})
+        save_report_data(run_dir, report)
+        render(run_dir)
+        lot = ds.card.level_of_theory
+        row = {"run_id": run_dir.name, "date": _dt.datetime.now().isoformat(timespec="seconds"),
+               "model": opts.model, "preset": opts.preset, "hparam_hash": hparam_hash(opts.model, hp, cfg),
+               "dataset": ds.name, "card_hash": card_hash,
+               "level_of_theory": ";".join(f"{k}={lot[k]}" for k in sorted(lot)),
+               "seed": opts.seed, "budget": budget_string(cfg), "epochs_run": result.epochs_run,
+               "stop_reason": result.stop_reason,
+               "partitioner": "" if opts.partitioner is None else f"{opts.partitioner}:{opts.t_slice or opts.n_parts}",
+               "world_size": ctx.world_size, "git_commit": git_commit(), **hardware(device), **metrics}
+        append_row(leaderboard_path(ds.name, opts.leaderboard_dir), row)
+        _write_json(run_dir / "row.json", row)
+        row["run_dir"] = str(run_dir)
+        return row
+    finally:
+        ddp.teardown(ctx)
