@@ -51,7 +51,8 @@ KINDS = [("slices", {"n_slices": 4}), ("slices", {"t_slice": 7.0}), ("rcb", {"n_
 @pytest.mark.parametrize("hops", [0, 1, 2])
 @pytest.mark.parametrize("virtual", ["one-way", "two-way"])
 def test_every_block_labelled_exactly_once(kind, kw, hops, virtual, data):
-    pytest.importorskip("pymetis") if kind == "metis" else None
+    if kind == "metis":
+        pytest.importorskip("pymetis")
     parts = partition(data, kind, hops=hops, virtual=virtual, **kw)
     node, edge = _ids(parts, data)  # strict: raises unless each block is labelled once
     assert torch.equal(node.long(), torch.arange(data.num_nodes))
@@ -104,9 +105,13 @@ def test_raw_partitions_and_directions(data):
 
 
 def test_slices_follow_seed_parameters(data):
-    owner = assign_owner(data, "slices", t_slice=3.0, n_slices=18, start=-1.0, axis="x")  # a-HfO2 style config
+    # a-HfO2 style config: start, thickness, number of slices (length = 14 x 3 A), along x
+    owner = assign_owner(data, "slices", t_slice=3.0, n_slices=14, start=1.0, axis="x")
     x = np.mod(np.linalg.solve(data.cell[0].numpy().T, data.pos.numpy().T).T[:, 0], 1) * 43.44
-    assert np.array_equal(owner, np.minimum(((x + 1.0) // 3.0).astype(int), 17))
+    want = np.where((x >= 1.0) & (x < 43.0), (x - 1.0) // 3.0, -1).astype(int)
+    assert np.array_equal(owner, want)
+    with pytest.raises(GraphError, match="slice 15 .* holds no atom"):  # 18 x 3 A overruns the 43.4 A cell
+        assign_owner(data, "slices", t_slice=3.0, n_slices=18, start=-1.0, axis="x")
     # default axis is the longest one (x for an 8x1x1 supercell) and slabs cover everything
     owner = assign_owner(data, "slices", t_slice=5.0)
     assert owner.min() == 0 and owner.max() == 8
@@ -156,7 +161,7 @@ def test_stats(data):
     assert s["edge_overhead"] == pytest.approx(sum(edges) / data.edge_index.shape[1])
     assert s["node_overhead"] > 1 and s["labelled_edge_coverage"] == 1.0
     single = partition_stats(partition(data, "slices", n_slices=1, hops=2), data.num_nodes, data.edge_index.shape[1])
-    assert single["summary"]["edge_overhead"] == 1.0 and single["summary"]["virtual_nodes" if False else "imbalance"] == 1.0
+    assert single["summary"]["edge_overhead"] == 1.0 and single["summary"]["imbalance"] == 1.0
 
 
 def test_partitions_batch(data):
@@ -176,10 +181,11 @@ def test_t_slice_larger_than_cell(data):
 
 def test_empty_slice():
     atoms = _si_chain((6, 1, 1))
-    atoms = atoms[atoms.positions[:, 0] < 14.0]  # atoms fill less than half the cell: a vacuum gap
+    x = atoms.positions[:, 0]
+    atoms = atoms[(x < 8.0) | (x > 25.0)]  # a vacuum gap inside the periodic 32.6 A cell
     d = structure_to_data(Structure.from_ase(atoms), LAYOUT, CUTOFF, torch.float64)
-    with pytest.raises(GraphError, match="holds no atom"):
-        partition(d, "slices", n_slices=4, axis="x")
+    with pytest.raises(GraphError, match=r"slice 1 \(\[8.145, 16.290\) A along x\) holds no atom"):
+        partition(d, "slices", n_slices=4)
 
 
 def test_cutoff_longer_than_half_cell():
@@ -187,6 +193,10 @@ def test_cutoff_longer_than_half_cell():
     d = structure_to_data(Structure.from_ase(atoms), LAYOUT, 4.0, torch.float64)  # 2 x 4 A > 5.43 A
     with pytest.raises(GraphError, match="half the cell"):
         partition(d, "slices", n_slices=2)
+    # explicit-image data may mean it: opting in partitions it, still labelling every block once
+    parts = partition(d, "slices", n_slices=2, hops=1, allow_self_images=True)
+    node, edge = _ids(parts, d)
+    assert torch.equal(edge.long(), torch.arange(d.edge_index.shape[1]))
     ok = structure_to_data(Structure.from_ase(_si_chain((2, 2, 2))), LAYOUT, CUTOFF, torch.float64)
     check_graph(ok, cutoff=CUTOFF)
     with pytest.raises(GraphError, match="longer than half the cell"):

@@ -20,6 +20,8 @@ def add_data_parsers(dsub) -> None:
     p.add_argument("--hops", type=int, default=0,
                    help="message-passing layers of the backbone; the halo is hops + 1 atoms deep (default 0)")
     p.add_argument("--virtual", choices=("none", "one-way", "two-way"), default="one-way")
+    p.add_argument("--allow-self-images", action="store_true",
+                   help="accept atoms bonded to their own periodic image (explicit-image data in small cells)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run_partition_info)
 
@@ -46,14 +48,15 @@ def run_partition_info(args) -> int:
     for name in names:
         data = record_to_data(ds.read(name), layout, cutoff=ds.card.cutoff)
         parts = partition(data, args.partitioner, hops=args.hops, virtual=args.virtual, n_parts=args.n_parts,
-                          t_slice=args.t_slice, axis=args.axis, cutoff=ds.card.cutoff)
+                          t_slice=args.t_slice, axis=args.axis, cutoff=ds.card.cutoff,
+                          allow_self_images=args.allow_self_images)
         stats = partition_stats(parts, data.num_nodes, data.edge_index.shape[1])
         out.append({"structure": name, **stats})
         if args.json:
             continue
         s = stats["summary"]
-        print(f"{name}: {data.num_nodes} atoms, {s['edges_full']} edges -> {s['parts']} {args.partitioner} "
-              f"partitions (halo for {args.hops} message-passing layers, virtual edges {args.virtual})")
+        print(f"{name}: {data.num_nodes} atoms, {s['edges_full']} edges -> {s['parts']} partitions "
+              f"({args.partitioner}, halo for {args.hops} message-passing layers, virtual edges {args.virtual})")
         print(tabulate(stats["rows"], headers="keys"))
         print(f"overhead  nodes {s['node_overhead']:.3f}x  edges {s['edge_overhead']:.3f}x   "
               f"virtual  nodes {100 * s['virtual_node_fraction']:.1f}%  edges {100 * s['virtual_edge_fraction']:.1f}%   "

@@ -37,9 +37,16 @@ def _np(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def check_graph(data: Data, cutoff: float | None = None) -> None:
-    """Refuse graphs a partition would misrepresent: an atom bonded to its own image, one atom
-    pair joined through two images, or (given `cutoff`) a periodic width below 2 x cutoff."""
+def check_graph(data: Data, cutoff: float | None = None, allow_self_images: bool = False) -> None:
+    """Refuse a graph whose cutoff is longer than half the cell: an atom bonded to its own image,
+    one atom pair joined through two images, or (given `cutoff`) a periodic width below 2 x cutoff.
+
+    Such graphs are usually a too-small supercell. Explicit-image data (DeepH-style small cells) may
+    mean them: `allow_self_images=True` accepts them, and partitions stay exact because features
+    belong to atoms, not to images.
+    """
+    if allow_self_images:
+        return
     ei = _np(data.edge_index)
     sh = np.rint(_np(data.edge_shift)).astype(np.int64)
     cell = _np(data.cell).reshape(3, 3).astype(np.float64)
@@ -47,12 +54,12 @@ def check_graph(data: Data, cutoff: float | None = None) -> None:
     if len(self_img):
         a = int(ei[0, self_img[0]])
         raise GraphError(f"atom {a} meets its own periodic image (shift {sh[self_img[0]].tolist()}): the cutoff is "
-                         f"longer than half the cell; use a larger supercell or a smaller cutoff")
+                         f"longer than half the cell; use a larger supercell or a smaller cutoff (or allow_self_images=True if intended)")
     if ei.shape[1]:
         _, counts = np.unique(ei.T, axis=0, return_counts=True)
         if (counts > 1).any():
             raise GraphError("an atom pair is joined through two periodic images: the cutoff is longer than half the "
-                             "cell; use a larger supercell or a smaller cutoff")
+                             "cell; use a larger supercell or a smaller cutoff (or allow_self_images=True if intended)")
     periodic = periodic_directions(cell, sh, getattr(data, "pbc", None))
     if cutoff is not None and periodic.any():
         w = perpendicular_widths(cell)
@@ -87,16 +94,17 @@ def assign_owner(data: Data, partitioner: str = "slices", *, n_parts: int | None
 def partition(data: Data, partitioner: str = "slices", *, hops: int = 0, virtual: str = "one-way",
               flow: str = "source_to_target", n_parts: int | None = None, t_slice: float | None = None,
               n_slices: int | None = None, axis=None, start: float | None = None, length: float | None = None,
-              cutoff: float | None = None, seed: int = 0) -> list[Data]:
+              cutoff: float | None = None, allow_self_images: bool = False, seed: int = 0) -> list[Data]:
     """Cut one structure's graph into augmented partitions.
 
     hops: message-passing layers K of the backbone the partitions feed; the halo reaches K + 1
     atoms deep (one ring for the far ends of labelled edges, K for message passing), which makes
     labelled outputs equal to the full graph's. hops=0, virtual="one-way" is the seed's
     Algorithm 1. flow: the backbone's message direction (see `halo`). Slices: t_slice and/or
-    n_slices (n_parts is accepted as n_slices), axis (default: longest), start, length.
+    n_slices (n_parts is accepted as n_slices), axis (default: longest), start, length. cutoff,
+    allow_self_images: see `check_graph`.
     """
-    check_graph(data, cutoff)
+    check_graph(data, cutoff, allow_self_images)
     owner = assign_owner(data, partitioner, n_parts=n_parts, t_slice=t_slice, n_slices=n_slices, axis=axis,
                          start=start, length=length, seed=seed)
     return build_partitions(data, owner, hops=hops, virtual=virtual, flow=flow)

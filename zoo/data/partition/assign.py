@@ -63,8 +63,8 @@ def slab_owner(pos, cell, periodic, *, axis=None, start: float | None = None, le
                n_slices: int | None = None, t_slice: float | None = None) -> np.ndarray:
     """Cut along one axis into slabs [start + m t, start + (m+1) t) within [start, start + length).
 
-    Give `t_slice` (thickness, A), `n_slices`, or both (then length = n_slices * t_slice, the
-    seed's configs: start=-1, 18 slices of 3 A). Defaults: the longest axis, start at the cell face
+    Give `t_slice` (thickness, A; the last slab is cut short at the range end), `n_slices`, or both
+    (then length = n_slices * t_slice, the seed's configs: start=-1, 18 slices of 3 A). Defaults: the longest axis, start at the cell face
     (periodic) or the lowest atom (open), length the cell width or the atoms' extent. Raises
     GraphError for a slab thicker than the structure or a slab holding no atom.
     """
@@ -172,7 +172,7 @@ def metis_owner(n: int, edge_index: np.ndarray, n_parts: int, seed: int = 0) -> 
     src, dst, wts = src[order], dst[order], wts[order]
     xadj = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=n))]).astype(np.int64)
     vw = _weights(n, ei).astype(np.int64)
-    res = pymetis.part_graph(int(n_parts), xadj=xadj, adjncy=dst.astype(np.int64), vweights=vw,
+    res = pymetis.part_graph(int(n_parts), pymetis.CSRAdjacency(xadj, dst.astype(np.int64)), vweights=vw,
                              eweights=wts.astype(np.int64), options=pymetis.Options(seed=seed))
     owner = np.asarray(res.vertex_part, dtype=np.int64)
     missing = sorted(set(range(int(n_parts))) - set(owner.tolist()))
