@@ -24,7 +24,7 @@ from zoo.errors import ConfigError, ModelError
 
 _REGISTRY: dict[str, type] = {}
 #: packages imported on first registry use, so built-ins register themselves
-BUILTIN_MODULES = ["zoo.models.trivial", "zoo.models.sk"]
+BUILTIN_MODULES = ["zoo.models.trivial", "zoo.models.sk", "zoo.models.escn"]
 _loaded = False
 
 
