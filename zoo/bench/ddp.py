@@ -8,6 +8,7 @@ the union over ranks is the single-process batch. Only rank 0 writes files.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -40,7 +41,9 @@ def setup(device: torch.device) -> DistContext:
     if world <= 1:
         return DistContext()
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend)
+    # a rank that never arrives should fail the run, not hang it for torch's default 30 minutes
+    timeout = datetime.timedelta(seconds=float(os.environ.get("ZOO_DIST_TIMEOUT_S", "600")))
+    dist.init_process_group(backend=backend, timeout=timeout)
     return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), True)
 
 

@@ -127,10 +127,10 @@ def render(path: str | Path, sort: str | None = None, fmt: str = "md", all_colum
     def cell(r, c):
         v = r[c]
         x = _num(v)
+        if fmt == "md" and x is not None and c not in ID_COLUMNS:
+            v = f"{x:.4g}"
         if c in best and x is not None and x == best[c]:
             return f"**{v}**" if fmt == "md" else f"{v}*"
-        if fmt == "md" and x is not None and c not in ID_COLUMNS:
-            return f"{x:.4g}"
         return v
 
     table = [[cell(r, c) for c in show] for r in rows]

@@ -26,7 +26,7 @@ import yaml
 from zoo.bench import ddp
 from zoo.bench.trainer import DTYPES, TrainConfig, Trainer, TrainingDiverged, resolve_device, seed_everything
 from zoo.data.format import Dataset, atomic_write
-from zoo.errors import ConfigError, DataError, ZooError
+from zoo.errors import ConfigError, ZooError
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.json"
@@ -180,8 +180,8 @@ def dataset_info_from_json(obj: dict):
                        bool(obj["has_overlap"]), str(obj.get("name", "")))
 
 
-def training_graphs(ds: Dataset, split: str, layout, dtype, partitioner: str | None = None,
-                    hops: int = 1, t_slice: float | None = None, n_parts: int | None = None) -> list:
+def training_graphs(ds: Dataset, split: str, layout, dtype, partitioner: str | None = None, model=None,
+                    t_slice: float | None = None, n_parts: int | None = None) -> list:
     """Full graphs of a split, or their partitions (labelled/virtual masks set by the partitioner)."""
     from zoo.data.torch_data import record_to_data
 
@@ -192,10 +192,11 @@ def training_graphs(ds: Dataset, split: str, layout, dtype, partitioner: str | N
             graphs.append(data)
             continue
         try:
-            from zoo.data.partition import partition
+            from zoo.data.partition import partition_for_model
         except ImportError:
             raise ZooError("--partitioner needs zoo.data.partition, which is not available in this build") from None
-        parts = partition(data, partitioner=partitioner, t_slice=t_slice, n_parts=n_parts, hops=hops)
+        # halo depth and message direction come from the backbone, so partitioned outputs are exact
+        parts = partition_for_model(data, model, partitioner, t_slice=t_slice, n_parts=n_parts)
         for k, p in enumerate(parts):
             p.name = f"{rec.name}#{k}"
         graphs += parts
@@ -219,6 +220,7 @@ def evaluate(model, ds: Dataset, info, device: torch.device, dtype: torch.dtype,
     spec_rows, eig_ref_all, eig_pred_all = [], [], []
     parity_ref, parity_pred, parity_kind = [], [], []
     n_atoms, t_infer, equi = 0, 0.0, None
+    notes: list[str] = []
     model.eval()
     for k, rec in enumerate(ds.records("test")):
         data = record_to_data(rec, layout, dtype).to(device)
@@ -240,14 +242,20 @@ def evaluate(model, ds: Dataset, info, device: torch.device, dtype: torch.dtype,
             parity_ref.append(r[take])
             parity_pred.append(q[take])
             parity_kind.append(np.full(take.size, kind == "edge"))
-        if int(rec.norb.sum()) <= eig_max_orbitals:
+        if int(rec.norb.sum()) > eig_max_orbitals:
+            notes.append(f"{rec.name}: spectrum skipped ({int(rec.norb.sum())} orbitals > {eig_max_orbitals})")
+        else:
             h_on = unpad_blocks(pn, layout.index, z, z)
             h_off = unpad_blocks(pe, layout.index, z[ei[0]], z[ei[1]])
-            e_ref = rec.eigvalsh()
-            e_pred = rec.with_blocks(h_on, h_off, name=f"{rec.name}-pred").eigvalsh()
-            spec_rows.append(spectrum_metrics(e_ref, e_pred, rec.n_electrons))
-            eig_ref_all.append(e_ref)
-            eig_pred_all.append(e_pred)
+            try:
+                e_ref = rec.eigvalsh()
+                e_pred = rec.with_blocks(h_on, h_off, name=f"{rec.name}-pred").eigvalsh()
+            except ZooError as exc:  # e.g. an S that is not positive definite: score the blocks anyway
+                notes.append(f"{rec.name}: spectrum skipped ({exc})")
+            else:
+                spec_rows.append(spectrum_metrics(e_ref, e_pred, rec.n_electrons))
+                eig_ref_all.append(e_ref)
+                eig_pred_all.append(e_pred)
         if equi is None:
             equi = equivariance_error(model, data, layout, seed=seed)
         del pred
@@ -263,7 +271,11 @@ def evaluate(model, ds: Dataset, info, device: torch.device, dtype: torch.dtype,
     report = {"parity_ref": np.concatenate(parity_ref), "parity_pred": np.concatenate(parity_pred),
               "parity_is_edge": np.concatenate(parity_kind), "dist_bins": bins,
               "dist_mae_mev": np.asarray(acc.distance_profile()["mae_mev"]),
-              "dist_count": np.asarray(acc.distance_profile()["count"])}
+              "dist_count": np.asarray(acc.distance_profile()["count"]), "notes": np.asarray(notes, dtype=str)}
+    if notes:
+        import sys
+
+        print("zoo bench: " + "; ".join(notes), file=sys.stderr)
     if eig_ref_all:
         report["eig_ref"], report["eig_pred"] = eig_ref_all[0], eig_pred_all[0]
         n_el = next(iter([r.n_electrons for r in ds.records("test")]), None)
@@ -331,8 +343,8 @@ def run_bench(opts: BenchOptions) -> dict:
             run_dir = Path(run_dir)
         seed_everything(opts.seed)
         model = build_model(opts.model, info, **hp)
-        hops = max(1, int(getattr(model, "message_passing_layers", 0)))
-        train = training_graphs(ds, "train", info.layout, dtype, opts.partitioner, hops, opts.t_slice, opts.n_parts)
+        hops = int(getattr(model, "message_passing_layers", 0))
+        train = training_graphs(ds, "train", info.layout, dtype, opts.partitioner, model, opts.t_slice, opts.n_parts)
         val = training_graphs(ds, "val", info.layout, dtype)
         config = {"model": opts.model, "preset": opts.preset, "dataset": ds.name, "dataset_arg": str(opts.dataset),
                   "dataset_path": str(ds.path), "card_hash": card_hash, "seed": opts.seed, "hparams": hp,
@@ -362,7 +374,7 @@ def run_bench(opts: BenchOptions) -> dict:
         _write_json(run_dir / "history.json", result.history)
         _write_json(run_dir / METRICS_NAME, {"metrics": metrics, "distance_profile": {
             "bins": report["dist_bins"].tolist(), "mae_mev": report["dist_mae_mev"].tolist(),
-            "count": report["dist_count"].tolist()}})
+            "count": report["dist_count"].tolist()}, "notes": report["notes"].tolist()})
         save_report_data(run_dir, report)
         render(run_dir)
         lot = ds.card.level_of_theory

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -263,9 +262,9 @@ class Trainer:
             self.resume()
         cfg = self.cfg
         budget_s = None if cfg.time_budget_min is None else 60.0 * cfg.time_budget_min
-        epoch_times: list[float] = []
         reason = "max_epochs"
-        bar = tqdm(total=cfg.max_epochs, initial=min(self.epoch, cfg.max_epochs), desc="train", unit="epoch",
+        total = cfg.max_epochs if cfg.max_epochs < 10**9 else None  # time budget only: open-ended bar
+        bar = tqdm(total=total, initial=min(self.epoch, cfg.max_epochs), desc="train", unit="epoch",
                    disable=self.quiet or not self.ctx.is_main, dynamic_ncols=True)
         try:
             while True:
@@ -280,7 +279,6 @@ class Trainer:
                 val = self.validation_loss()
                 dt = time.perf_counter() - t0
                 self.elapsed += dt
-                epoch_times.append(dt)
                 lr = self.opt.param_groups[0]["lr"]
                 self.epoch += 1
                 train_loss = float(np.mean(losses))
@@ -303,7 +301,8 @@ class Trainer:
         finally:
             bar.close()
         return TrainResult(self.epoch, reason, self.best_val, list(self.history),
-                           float(np.mean(epoch_times)) if epoch_times else float("nan"), self.elapsed)
+                           float(np.mean([h["time_s"] for h in self.history])) if self.history else float("nan"),
+                           self.elapsed)
 
     def use_best(self) -> None:
         """Load the weights with the best validation loss (what the test set is scored with)."""

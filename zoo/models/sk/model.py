@@ -62,6 +62,8 @@ class SlaterKoster(Backbone):
         self.n_radial, self.crystal_field, self.r_min = int(n_radial), bool(crystal_field), float(r_min)
         # crystal field makes node outputs depend on the first neighbour shell
         self.message_passing_layers = 1 if self.crystal_field else 0
+        # the crystal field of atom i sums over its edges (i, j): messages flow from row 1 to row 0
+        self.message_flow = "target_to_source"
         lay = info.layout
         self.slot_ls = list(lay.slot_ls)
         ns, n = len(self.slot_ls), lay.n_max
@@ -120,13 +122,21 @@ class SlaterKoster(Backbone):
 
     def _rotation(self, vec: torch.Tensor) -> torch.Tensor:
         """[E, n, n] block-diagonal Wigner-D of Q (Q z = r_hat) over the padded slots."""
-        phi, theta = bond_frame_angles(vec)
+        phi, theta = bond_frame_angles(vec.to(torch.float64))
         lay = self.info.layout
         out = vec.new_zeros(vec.shape[0], lay.n_max, lay.n_max)
         gamma = torch.zeros_like(phi)
-        for l in sorted(set(self.slot_ls)):
-            # internal convention = e3nn with physical z as e3nn's polar y: Rz(phi) Ry(theta) = Y(phi) X(theta)
-            d = o3.Irrep(l, (-1) ** l).D_from_angles(phi, theta, gamma).to(vec.dtype)
+        ds = {}
+        old = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)  # e3nn builds its generators in the default dtype
+        try:
+            for l in sorted(set(self.slot_ls)):
+                # internal convention = e3nn with physical z as its polar y: Rz(phi) Ry(theta) = Y(phi) X(theta)
+                ds[l] = o3.Irrep(l, (-1) ** l).D_from_angles(phi, theta, gamma)
+        finally:
+            torch.set_default_dtype(old)
+        for l, d in ds.items():
+            d = d.to(vec.dtype)
             for s, ls in enumerate(self.slot_ls):
                 if ls == l:
                     o = lay.slot_offsets[s]

@@ -1,0 +1,75 @@
+"""Prediction with a trained checkpoint: rebuild the model from the checkpoint's metadata and
+write H as ragged flat blocks (the dataset format's layout) to an .npz file."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zoo.data.format import atomic_write
+from zoo.errors import DataError, ZooError
+
+
+def model_from_checkpoint(path: str | Path, best: bool = True):
+    """(model in eval mode, DatasetInfo, dtype) from a `zoo bench` checkpoint."""
+    from zoo.bench.run import dataset_info_from_json
+    from zoo.bench.trainer import DTYPES, load_checkpoint
+    from zoo.models.registry import build_model
+
+    ckpt = load_checkpoint(path)
+    meta = ckpt.get("meta") or {}
+    if "model" not in meta or "info" not in meta:
+        raise ZooError(f"{path}: checkpoint lacks the model metadata zoo needs to rebuild the model")
+    info = dataset_info_from_json(meta["info"])
+    model = build_model(meta["model"], info, **meta.get("hparams", {}))
+    dtype = DTYPES[ckpt.get("train_config", {}).get("dtype", "float32")]
+    model = model.to(dtype)
+    state = ckpt.get("best_model") if best and ckpt.get("best_model") is not None else ckpt["model"]
+    model.load_state_dict(state)
+    model.eval()
+    return model, info, dtype
+
+
+def predict_file(checkpoint: str | Path, structure: str | Path, output: str | Path, device: str = "auto",
+                 best: bool = True) -> tuple[Path, int, int, float]:
+    """Predict H for a structure file; returns (output path, atoms, edges, seconds)."""
+    import ase.io
+
+    from zoo.bench.trainer import resolve_device
+    from zoo.data.format import Structure
+    from zoo.data.torch_data import structure_to_data
+    from zoo.physics.assembly import unpad_blocks
+
+    try:
+        atoms = ase.io.read(str(structure))
+    except Exception as exc:  # ASE raises many types for unreadable files
+        raise DataError(f"cannot read structure ({type(exc).__name__}: {exc})", structure) from None
+    model, info, dtype = model_from_checkpoint(checkpoint, best)
+    dev = resolve_device(device)
+    model = model.to(dev)
+    st = Structure.from_ase(atoms)
+    data = structure_to_data(st, info.layout, info.cutoff, dtype).to(dev)
+    t = time.perf_counter()
+    with torch.no_grad():
+        pred = model(data)
+    seconds = time.perf_counter() - t
+    z = st.numbers
+    ei = data.edge_index.cpu().numpy()
+    h_on = unpad_blocks(pred.node_blocks.cpu().double().numpy(), info.layout.index, z, z)
+    h_off = unpad_blocks(pred.edge_blocks.cpu().double().numpy(), info.layout.index, z[ei[0]], z[ei[1]])
+    out = Path(output)
+    arrays = {"numbers": z, "positions": st.positions, "cell": st.cell, "pbc": st.pbc,
+              "edge_index": ei.T.copy(), "edge_shift": data.edge_shift.cpu().numpy().round().astype(np.int64),
+              "h_onsite": h_on, "h_offsite": h_off, "norb": info.layout.basis.norb_per_atom(z),
+              "basis": np.asarray(json.dumps(info.layout.basis.to_json())), "units": np.asarray("hartree")}
+
+    def _write(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    atomic_write(out, _write, suffix=".npz")
+    return out, st.n_atoms, int(ei.shape[1]), seconds
