@@ -119,6 +119,21 @@ def test_bench_on_partitions(tmp_path):
                  "--t-slice", "3", "--max-epochs", "2", "--quiet", "--runs-dir", str(tmp_path / "runs"),
                  "--leaderboard-dir", str(tmp_path / "lb")]) == 0
     _, rows = read_rows(tmp_path / "lb" / "cubic.csv")
-    assert rows[0]["partitioner"] == "slices:3.0"
+    assert rows[0]["partitioner"] == "slices:3.0:one-way"
     (run_dir,) = list((tmp_path / "runs" / "cubic").iterdir())
     assert json.loads((run_dir / "config.json").read_text())["n_train_graphs"] == 3
+
+
+def test_partition_options_resolve_from_preset_and_cli():
+    from zoo.bench.run import BenchOptions, partition_label, resolve_partition
+    from zoo.errors import ConfigError
+
+    base = dict(model="escn", dataset="x", preset="cpu")
+    part = resolve_partition(BenchOptions(**base))
+    assert part["partitioner"] == "slices" and part["virtual"] == "one-way"  # from the preset
+    assert resolve_partition(BenchOptions(**base, partitioner="none")) is None
+    part = resolve_partition(BenchOptions(**base, partitioner="slices", t_slice=3.0, virtual="two-way", halo_hops=0))
+    assert partition_label(part) == "slices:3.0:two-way:halo0"
+    assert resolve_partition(BenchOptions(model="sk", dataset="x")) is None  # sk presets train on full graphs
+    with pytest.raises(ConfigError, match="need a partitioner"):
+        resolve_partition(BenchOptions(model="sk", dataset="x", t_slice=3.0))

@@ -41,9 +41,11 @@ class BenchOptions:
     seed: int = 0
     max_epochs: int | None = None
     time_budget_min: float | None = None
-    partitioner: str | None = None
+    partitioner: str | None = None  # None: the preset's partition section; "none": full graphs
     t_slice: float | None = None
     n_parts: int | None = None
+    virtual: str | None = None  # none | one-way | two-way (default one-way)
+    halo_hops: int | None = None  # halo built for this many MP layers (default: the model's; ablations)
     overrides: Sequence[str] = ()
     leaderboard_dir: str = "leaderboards"
     runs_dir: str = "runs"
@@ -79,6 +81,7 @@ def build_config(model: str, preset: str, overrides: Sequence[str] = (), max_epo
     cls = model_class(model)
     p = load_preset(model, preset)
     train = dict(p.pop("train", None) or {})
+    p.pop("partition", None)
     hp = dict(p)
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     model_keys = set(hparam_names(cls))
@@ -104,6 +107,44 @@ def build_config(model: str, preset: str, overrides: Sequence[str] = (), max_epo
         train["time_budget_min"], train["max_epochs"] = float(time_budget_min), 10**9
     check_hparams(cls, hp, where=f"{model}:{preset}")
     return hp, TrainConfig.from_dict(train, where=f"{model}:{preset}:train")
+
+
+PARTITION_KEYS = ("partitioner", "t_slice", "n_parts", "virtual", "halo_hops")
+
+
+def resolve_partition(opts: BenchOptions) -> dict | None:
+    """Partitioning of the train split: CLI options over the preset's `partition:` section.
+
+    Returns None for full-graph training (no section and no --partitioner, or --partitioner none).
+    """
+    from zoo.models.registry import load_preset
+
+    section = dict(load_preset(opts.model, opts.preset).get("partition") or {})
+    unknown = sorted(set(section) - set(PARTITION_KEYS))
+    if unknown:
+        raise ConfigError(f"{opts.model}:{opts.preset}: unknown partition key(s) {unknown}; known: {list(PARTITION_KEYS)}")
+    if opts.partitioner is not None:
+        if opts.partitioner == "none":
+            return None
+        section = {"partitioner": opts.partitioner}
+    for key in ("t_slice", "n_parts", "virtual", "halo_hops"):
+        if getattr(opts, key) is not None:
+            section[key] = getattr(opts, key)
+    if not section.get("partitioner"):
+        if any(section.get(k) is not None for k in ("t_slice", "n_parts", "virtual", "halo_hops")):
+            raise ConfigError("--t-slice / --n-parts / --virtual / --halo-hops need a partitioner "
+                              "(--partitioner slices, or a preset with a partition section)")
+        return None
+    section.setdefault("virtual", "one-way")
+    return section
+
+
+def partition_label(part: dict | None) -> str:
+    if part is None:
+        return ""
+    size = part.get("t_slice") or part.get("n_parts") or ""
+    label = f"{part['partitioner']}:{size}:{part['virtual']}"
+    return label + (f":halo{part['halo_hops']}" if part.get("halo_hops") is not None else "")
 
 
 def hparam_hash(model: str, hparams: dict, cfg: TrainConfig) -> str:
@@ -180,23 +221,29 @@ def dataset_info_from_json(obj: dict):
                        bool(obj["has_overlap"]), str(obj.get("name", "")))
 
 
-def training_graphs(ds: Dataset, split: str, layout, dtype, partitioner: str | None = None, model=None,
-                    t_slice: float | None = None, n_parts: int | None = None) -> list:
-    """Full graphs of a split, or their partitions (labelled/virtual masks set by the partitioner)."""
+def training_graphs(ds: Dataset, split: str, layout, dtype, part: dict | None = None, model=None) -> list:
+    """Full graphs of a split, or their partitions (labelled/virtual masks set by the partitioner).
+
+    `part` is `resolve_partition`'s mapping: partitioner, t_slice / n_parts, virtual and optionally
+    halo_hops (build the halo for that many message-passing layers instead of the model's).
+    """
     from zoo.data.torch_data import record_to_data
 
     graphs = []
     for rec in ds.records(split):
         data = record_to_data(rec, layout, dtype)
-        if partitioner is None:
+        if part is None:
             graphs.append(data)
             continue
-        try:
-            from zoo.data.partition import partition_for_model
-        except ImportError:
-            raise ZooError("--partitioner needs zoo.data.partition, which is not available in this build") from None
-        # halo depth and message direction come from the backbone, so partitioned outputs are exact
-        parts = partition_for_model(data, model, partitioner, t_slice=t_slice, n_parts=n_parts)
+        from zoo.data.partition import partition
+
+        # halo depth and message direction come from the backbone, so partitioned outputs are exact,
+        # unless halo_hops deliberately builds a shallower halo (the seed's 2-layer ablation)
+        hops = part.get("halo_hops")
+        hops = int(getattr(model, "message_passing_layers", 0)) if hops is None else int(hops)
+        parts = partition(data, part["partitioner"], hops=hops, virtual=part.get("virtual", "one-way"),
+                          flow=getattr(model, "message_flow", "source_to_target"), t_slice=part.get("t_slice"),
+                          n_parts=part.get("n_parts"))
         for k, p in enumerate(parts):
             p.name = f"{rec.name}#{k}"
         graphs += parts
@@ -318,14 +365,15 @@ def run_bench(opts: BenchOptions) -> dict:
             raise ZooError(f"{run_dir}: not a run folder (no {CONFIG_NAME})")
         saved = json.loads(cfg_path.read_text())
         opts = dataclasses.replace(opts, model=saved["model"], dataset=saved["dataset_arg"], preset=saved["preset"],
-                                   seed=saved["seed"], partitioner=saved["partitioner"], t_slice=saved["t_slice"],
-                                   n_parts=saved["n_parts"])
+                                   seed=saved["seed"])
+        part = saved["partition"]
         hp, cfg = saved["hparams"], TrainConfig.from_dict(saved["train"])
         if opts.max_epochs is not None or opts.time_budget_min is not None:
             _, c2 = build_config(opts.model, opts.preset, (), opts.max_epochs, opts.time_budget_min)
             cfg.max_epochs, cfg.time_budget_min = c2.max_epochs, c2.time_budget_min
     else:
         hp, cfg = build_config(opts.model, opts.preset, opts.overrides, opts.max_epochs, opts.time_budget_min)
+        part = resolve_partition(opts)
 
     device = resolve_device(cfg.device)
     ctx = ddp.setup(device)
@@ -344,12 +392,11 @@ def run_bench(opts: BenchOptions) -> dict:
         seed_everything(opts.seed)
         model = build_model(opts.model, info, **hp)
         hops = int(getattr(model, "message_passing_layers", 0))
-        train = training_graphs(ds, "train", info.layout, dtype, opts.partitioner, model, opts.t_slice, opts.n_parts)
+        train = training_graphs(ds, "train", info.layout, dtype, part, model)
         val = training_graphs(ds, "val", info.layout, dtype)
         config = {"model": opts.model, "preset": opts.preset, "dataset": ds.name, "dataset_arg": str(opts.dataset),
                   "dataset_path": str(ds.path), "card_hash": card_hash, "seed": opts.seed, "hparams": hp,
-                  "train": cfg.to_dict(), "partitioner": opts.partitioner, "t_slice": opts.t_slice,
-                  "n_parts": opts.n_parts, "hops": hops, "world_size": ctx.world_size,
+                  "train": cfg.to_dict(), "partition": part, "hops": hops, "world_size": ctx.world_size,
                   "info": dataset_info_json(info), "n_train_graphs": len(train), "n_val_graphs": len(val)}
         if ctx.is_main and not opts.resume:
             _write_json(run_dir / CONFIG_NAME, config)
@@ -384,7 +431,7 @@ def run_bench(opts: BenchOptions) -> dict:
                "level_of_theory": ";".join(f"{k}={lot[k]}" for k in sorted(lot)),
                "seed": opts.seed, "budget": budget_string(cfg), "epochs_run": result.epochs_run,
                "stop_reason": result.stop_reason,
-               "partitioner": "" if opts.partitioner is None else f"{opts.partitioner}:{opts.t_slice or opts.n_parts}",
+               "partitioner": partition_label(part),
                "world_size": ctx.world_size, "git_commit": git_commit(), **hardware(device), **metrics}
         append_row(leaderboard_path(ds.name, opts.leaderboard_dir), row)
         _write_json(run_dir / "row.json", row)

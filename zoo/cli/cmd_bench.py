@@ -12,9 +12,15 @@ def add_parser(sub) -> None:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--max-epochs", type=int, default=None, help="epoch budget (overrides the preset)")
     budget.add_argument("--time-budget", type=float, default=None, metavar="MIN", help="wall-clock budget in minutes")
-    p.add_argument("--partitioner", default=None, help="train on partitions (e.g. slices) instead of full graphs")
+    p.add_argument("--partitioner", default=None,
+                   help="slices | rcb | metis: train on augmented partitions; 'none': full graphs "
+                        "(default: the preset's partition section, else full graphs)")
     p.add_argument("--t-slice", type=float, default=None, help="slice thickness (A) for --partitioner slices")
     p.add_argument("--n-parts", type=int, default=None, help="number of partitions (balanced partitioners)")
+    p.add_argument("--virtual", choices=["none", "one-way", "two-way"], default=None,
+                   help="virtual halo nodes/edges: none (raw partitions), one-way (seed), two-way")
+    p.add_argument("--halo-hops", type=int, default=None,
+                   help="build the halo for this many message-passing layers instead of the model's (ablations)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset field: a training key (lr, batch_size, ...) or a model hyper-parameter; "
                         "'train.key' / 'model.key' to be explicit; repeatable")
@@ -36,7 +42,8 @@ def run(args) -> int:
         raise ConfigError("zoo bench needs --model and --dataset (or --resume RUN_DIR)")
     opts = BenchOptions(model=args.model or "", dataset=args.dataset or "", preset=args.preset, seed=args.seed,
                         max_epochs=args.max_epochs, time_budget_min=args.time_budget, partitioner=args.partitioner,
-                        t_slice=args.t_slice, n_parts=args.n_parts, overrides=args.overrides,
+                        t_slice=args.t_slice, n_parts=args.n_parts, virtual=args.virtual,
+                        halo_hops=args.halo_hops, overrides=args.overrides,
                         leaderboard_dir=args.leaderboard_dir, runs_dir=args.runs_dir, size=args.size,
                         resume=args.resume, quiet=args.quiet, eig_max_orbitals=args.eig_max_orbitals)
     row = run_bench(opts)

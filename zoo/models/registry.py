@@ -7,8 +7,8 @@
 
 Hyper-parameters are the keyword arguments of the class's __init__ (after `info`); unknown
 keys are errors. Presets live in `presets.yaml` beside the model's module, one mapping per
-preset name (`cpu`, `paper`, ...), with the model's hyper-parameters and an optional
-`train:` section the harness reads.
+preset name (`cpu`, `paper`, ...), with the model's hyper-parameters and optional
+`train:` and `partition:` sections the harness reads.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import yaml
 from zoo.errors import ConfigError, ModelError
 
 _REGISTRY: dict[str, type] = {}
+#: preset sections read by the harness, not model hyper-parameters
+PRESET_SECTIONS = ("train", "partition")
 #: packages imported on first registry use, so built-ins register themselves
 BUILTIN_MODULES = ["zoo.models.trivial", "zoo.models.sk", "zoo.models.escn"]
 _loaded = False
@@ -83,7 +85,7 @@ def load_preset(name: str, preset: str) -> dict:
     if preset not in presets:
         raise ConfigError(f"model {name!r} has no preset {preset!r}; presets: {', '.join(sorted(presets))}")
     out = dict(presets[preset] or {})
-    model_keys = {k: v for k, v in out.items() if k != "train"}
+    model_keys = {k: v for k, v in out.items() if k not in PRESET_SECTIONS}
     check_hparams(cls, model_keys, where=f"{path}:{preset}")
     return out
 
@@ -101,7 +103,7 @@ def build_model(name: str, info, preset: str | None = None, **hparams):
     cls = model_class(name)
     params: dict = {}
     if preset is not None:
-        params.update({k: v for k, v in load_preset(name, preset).items() if k != "train"})
+        params.update({k: v for k, v in load_preset(name, preset).items() if k not in PRESET_SECTIONS})
     params.update(hparams)
     check_hparams(cls, params)
     return cls(info, **params)
