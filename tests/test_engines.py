@@ -106,8 +106,6 @@ def test_tblite_self_consistent_h_reproduces_orbital_energies():
     out = eng.compute(st)
     from scipy.linalg import eigh
 
-    from tblite.interface import Calculator  # noqa: F401  (engine is importable)
-
     eps = eigh(out.h, out.s, eigvals_only=True)
     rec = eng.record(st, 20.0, "x")
     assert np.allclose(np.sort(rec.eigvalsh()), eps, atol=1e-8)
@@ -137,3 +135,37 @@ def test_unknown_engine_and_method():
         get_engine("vasp")
     with pytest.raises(EngineError, match="GFN1"):
         get_engine("tblite", method="GFN2-xTB")
+
+
+def test_image_contamination_shrinks_with_cell_size():
+    """12-atom m-HfO2 vs its 2x2x2 supercell: the folded blocks differ (Hf 6p is diffuse), and the
+    comparison covers every labelled block of the cell."""
+    from zoo.data.engines import image_contamination
+    from zoo.data.structures import monoclinic_hfo2
+
+    st = Structure.from_ase(monoclinic_hfo2())
+    out = image_contamination(get_engine("tblite"), st, 2.4, repeat=(2, 2, 2))
+    assert out["edges_compared"] == get_engine("tblite").record(st, 2.4, "c").n_edges
+    assert 1e-3 < out["max_abs_diff_S"] < 1.0 and out["max_abs_diff_H"] > 1e-3
+
+
+def test_unfolded_record_matches_direct_blocks_and_is_hermitian():
+    """Explicit per-image blocks from a 2x2x2 supercell of a 12-atom cell: each image its own edge,
+    H_ji(-R) = H_ij(R)^T, and a block far from every image equals the folded cell's block
+    within the contamination the folding brings."""
+    from zoo.data.engines.base import unfolded_record
+    from zoo.data.format import Record
+    from zoo.data.structures import monoclinic_hfo2
+    from zoo.data.validate import validate_record
+
+    st = Structure.from_ase(monoclinic_hfo2())
+    eng = get_engine("tblite")
+    rec = unfolded_record(eng, st, 4.5, "u", repeat=(2, 2, 2))  # 4.5 A > half the 5.1 A cell: explicit only
+    validate_record(rec, cutoff=4.5, image_convention="explicit")
+    assert rec.n_electrons == pytest.approx(4 * 4 + 8 * 6)
+    key = {(i, j, *s): e for e, ((i, j), s) in enumerate(zip(rec.edge_index.tolist(), rec.edge_shift.tolist()))}
+    blocks = rec.edge_blocks("H")
+    assert len({(i, j) for i, j, *_ in key}) < len(key)  # two images of one neighbour: explicit edges
+    for (i, j, *s), e in key.items():
+        assert np.allclose(blocks[e], blocks[key[(j, i, *(-np.array(s)).tolist())]].T, atol=1e-8)
+    assert isinstance(rec, Record) and rec.meta["unfolded_from_supercell"] == [2, 2, 2]

@@ -9,7 +9,7 @@ import json
 from tabulate import tabulate
 
 # modules that add `zoo data` sub-commands: each has add_data_parsers(data_subparsers)
-DATA_COMMAND_MODULES: list[str] = ["zoo.cli.cmd_partition"]
+DATA_COMMAND_MODULES: list[str] = ["zoo.cli.cmd_catalogue", "zoo.cli.cmd_partition", "zoo.cli.cmd_import", "zoo.cli.cmd_check"]
 
 
 def add_parser(sub) -> None:

@@ -247,23 +247,32 @@ def read_record(path: str | Path, basis: BasisSet | None = None) -> Record:
                 raise DataError(f"missing datasets {missing}", path)
             rec_basis = basis or BasisSet.from_json(json.loads(f.attrs["basis"]))
             has_s = "S" in f
+
+            def num(key: str) -> np.ndarray:
+                # a string/object/compound array would pass the reshape and fail deep inside numpy later
+                a = np.asarray(f[key][()])
+                if a.dtype.kind not in "biufc":
+                    raise DataError(f"dataset {key!r} holds {a.dtype} values, not numbers", path)
+                return a
+
             rec = Record(
                 name=str(f.attrs.get("name", path.stem)),
-                structure=Structure(f["numbers"][()], f["positions"][()], f["cell"][()], f["pbc"][()]),
+                structure=Structure(num("numbers"), num("positions"), num("cell"), num("pbc")),
                 basis=rec_basis,
-                edge_index=f["edge_index"][()],
-                edge_shift=f["edge_shift"][()],
-                h_onsite=f["H/onsite"][()],
-                h_offsite=f["H/offsite"][()],
-                s_onsite=f["S/onsite"][()] if has_s else None,
-                s_offsite=f["S/offsite"][()] if has_s else None,
+                edge_index=num("edge_index"),
+                edge_shift=num("edge_shift"),
+                h_onsite=num("H/onsite"),
+                h_offsite=num("H/offsite"),
+                s_onsite=num("S/onsite") if has_s else None,
+                s_offsite=num("S/offsite") if has_s else None,
                 spinful=bool(f.attrs.get("spinful", False)),
                 n_electrons=float(f.attrs["n_electrons"]) if "n_electrons" in f.attrs else None,
                 meta=json.loads(f.attrs.get("meta", "{}")),
             )
     except DataError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError, BasisError) as exc:
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, OverflowError, json.JSONDecodeError,
+            BasisError) as exc:  # h5py raises RuntimeError on corrupt B-trees and heaps
         raise DataError(f"unreadable structure file ({type(exc).__name__}: {exc})", path) from None
     return rec
 
@@ -323,7 +332,10 @@ class DatasetCard:
         missing = [k for k in required if k not in obj]
         if missing:
             raise DataError(f"dataset card lacks {missing}", path)
-        if obj.get("convention", "internal") != "internal" or obj.get("units", {}).get("energy", "hartree") != "hartree":
+        units = obj.get("units", {})
+        if not isinstance(units, Mapping):
+            raise DataError(f"units must be a mapping, got {units!r}", path)
+        if obj.get("convention", "internal") != "internal" or units.get("energy", "hartree") != "hartree":
             raise DataError("dataset cards must store the internal convention in Hartree/Angstrom", path)
         try:
             card = cls(
@@ -336,13 +348,22 @@ class DatasetCard:
                 has_overlap=bool(obj.get("has_overlap", False)), spinful=bool(obj.get("spinful", False)),
                 provenance=dict(obj.get("provenance", {})), description=str(obj.get("description", "")),
             )
-        except (TypeError, ValueError, BasisError) as exc:
+        except (TypeError, ValueError, OverflowError, BasisError) as exc:
             raise DataError(f"malformed dataset card ({exc})", path) from None
         card.check(path)
         return card
 
     def check(self, path: Path | None = None) -> None:
         """Card-level validation: splits present and naming known structures, sane fields."""
+        for s, names in self.splits.items():
+            if not all(isinstance(n, str) for n in names):
+                raise DataError(f"split {s!r} must be a list of structure names", path)
+        for n, entry in self.structures.items():
+            f = entry.get("file")
+            if not isinstance(f, str) or not f or Path(f).is_absolute() or ".." in Path(f).parts:
+                raise DataError(f"structure {n!r} needs a 'file' path inside the dataset, got {f!r}", path)
+        if not self.elements:
+            raise DataError("the card lists no elements", path)
         missing = [s for s in REQUIRED_SPLITS if s not in self.splits]
         if missing:
             raise DataError(f"missing splits {missing} (a dataset needs {list(REQUIRED_SPLITS)})", path)
@@ -507,7 +528,8 @@ class DatasetWriter:
             elements=sorted(elements), image_convention=self.image_convention, has_overlap=bool(has_s and has_s[0]),
             spinful=bool(spinful and spinful[0]), provenance=self.provenance, description=description,
         )
-        card.check(self.staging / CARD_NAME)
+        # round-trip through JSON before the rename: what lands at `path` must open (check() included)
+        DatasetCard.from_json(json.loads(json.dumps(card.to_json())), self.staging / CARD_NAME)
         atomic_write(self.staging / CARD_NAME, lambda p: p.write_text(json.dumps(card.to_json(), indent=1)))
         if self.path.exists():
             if not overwrite:

@@ -68,17 +68,32 @@ class PairPotential(Calculator):
 
     implemented_properties = ["energy", "forces"]
 
-    def __init__(self, terms: dict[tuple[str, str], PairTerm], cutoff: float = 5.0, **kwargs):
+    def __init__(self, terms: dict[tuple[str, str], PairTerm], cutoff: float = 5.0, skin: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.cutoff = float(cutoff)
+        self.skin = float(skin)
         self.terms = {}
         for (a, b), t in terms.items():
             za, zb = atomic_numbers[a], atomic_numbers[b]
             self.terms[(za, zb)] = self.terms[(zb, za)] = t
+        self._list = None  # Verlet list (i, j, shift, reference positions, cell): rebuilt when atoms move > skin/2
+
+    def _pairs(self, atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        pos, cell = atoms.positions, np.asarray(atoms.cell)
+        lst = self._list
+        if (lst is None or lst[3].shape != pos.shape or not np.array_equal(lst[4], cell)
+                or np.linalg.norm(pos - lst[3], axis=1).max() > 0.5 * self.skin):
+            i, j, S = neighbor_list("ijS", atoms, self.cutoff + self.skin)
+            lst = self._list = (i, j, S @ cell, pos.copy(), cell.copy())
+        i, j, shift = lst[0], lst[1], lst[2]
+        D = pos[j] + shift - pos[i]
+        d = np.linalg.norm(D, axis=1)
+        m = d < self.cutoff
+        return i[m], j[m], d[m], D[m]
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        i, j, d, D = neighbor_list("ijdD", self.atoms, self.cutoff)
+        i, j, d, D = self._pairs(self.atoms)
         z = self.atoms.numbers
         energy = 0.0
         forces = np.zeros((len(z), 3))
@@ -110,7 +125,7 @@ def density_g_cm3(atoms: Atoms) -> float:
     return float(atoms.get_masses().sum() * AMU_G / (atoms.get_volume() * 1e-24))
 
 
-def elongated_cell(n_atoms: int, mass_amu: float, density: float, aspect: tuple[float, float, float] = (2, 1, 1)) -> np.ndarray:
+def elongated_cell(mass_amu: float, density: float, aspect: tuple[float, float, float] = (2, 1, 1)) -> np.ndarray:
     """Orthorhombic cell of the given density with edge ratios `aspect` (x = 2y = 2z by default)."""
     vol = mass_amu * AMU_G / density * 1e24  # A^3
     a = np.asarray(aspect, dtype=float)
@@ -142,7 +157,7 @@ def random_start(symbols: list[str], cell: np.ndarray, rng: np.random.Generator,
 
 
 def melt_quench(atoms: Atoms, calc: Calculator, seed: int, t_melt: float = 4000.0, t_final: float = 300.0,
-                melt_steps: int = 600, quench_steps: int = 900, timestep_fs: float = 1.5, fmax: float = 0.02,
+                melt_steps: int = 300, quench_steps: int = 500, timestep_fs: float = 2.0, fmax: float = 0.02,
                 relax_steps: int = 800) -> Atoms:
     """Langevin melt at t_melt, linear quench to t_final, FIRE relaxation (fixed cell)."""
     from ase.md.langevin import Langevin
@@ -153,7 +168,7 @@ def melt_quench(atoms: Atoms, calc: Calculator, seed: int, t_melt: float = 4000.
     atoms.calc = calc
     rng = np.random.default_rng(seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=t_melt, rng=rng)
-    dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=t_melt, friction=0.02, rng=rng)
+    dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=t_melt, friction=0.02, fixcm=False, rng=rng)
     dyn.run(melt_steps)
     for k in range(quench_steps // 50):
         dyn.set_temperature(temperature_K=t_melt + (t_final - t_melt) * (k + 1) / (quench_steps // 50))
@@ -168,13 +183,12 @@ def melt_quench(atoms: Atoms, calc: Calculator, seed: int, t_melt: float = 4000.
 def amorphous_hfo2(n_formula: int, seed: int, density: float = 9.7, aspect=(2, 1, 1), **mq) -> Atoms:
     """Melt-quenched a-HfO2 with n_formula HfO2 units in an elongated orthorhombic cell."""
     rng = np.random.default_rng(seed)
-    symbols = ["Hf", "O", "O"] * n_formula
     mass = n_formula * (atomic_masses[72] + 2 * atomic_masses[8])
-    cell = elongated_cell(len(symbols), mass, density, aspect)
-    start = random_start(symbols, cell, rng, {("Hf", "Hf"): 3.0, ("O", "O"): 2.4, ("Hf", "O"): 1.9})
+    symbols = ["Hf"] * n_formula + ["O"] * (2 * n_formula)
+    cell = elongated_cell(mass, density, aspect)
+    start = random_start(symbols, cell, rng, {("Hf", "Hf"): 2.4, ("O", "O"): 1.8, ("Hf", "O"): 1.5})
     out = melt_quench(start, PairPotential(HFO2_POTENTIAL), seed, **mq)
-    order = np.argsort(-out.numbers, kind="stable")  # Hf first, then O: tidy, deterministic
-    return out[order]
+    return out
 
 
 def remove_oxygen(atoms: Atoms, fraction: float, seed: int) -> Atoms:
@@ -223,7 +237,7 @@ def md_snapshots(name: str, n: int, seed: int, temperature_k: float = 500.0, eve
     atoms.calc = TBLite(method="GFN1-xTB", verbosity=0)
     rng = np.random.default_rng(seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=rng)
-    dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature_k, friction=0.02, rng=rng)
+    dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature_k, friction=0.02, fixcm=False, rng=rng)
     dyn.run(200)
     out = []
     for _ in range(n):

@@ -7,10 +7,21 @@ from ase import Atoms
 from ase.neighborlist import neighbor_list
 
 from zoo.data.format import Record
-from zoo.data.graph import check_cell_for_cutoff
+from zoo.data.graph import check_cell_for_cutoff, perpendicular_widths
 from zoo.errors import BasisError, DataError
 
 MIN_DISTANCE = 0.5  # Angstrom; closer atoms are "overlapping" (a broken structure, not physics)
+MAX_COORD = 1e5  # Angstrom; larger coordinates are corrupt (and the neighbour search time grows with the extent)
+
+
+def check_self_images(cell: np.ndarray, pbc: np.ndarray, path=None) -> None:
+    """A periodic width below MIN_DISTANCE puts every atom on its own image (and would make the
+    neighbour search enumerate millions of images)."""
+    w = perpendicular_widths(cell)
+    thin = [f"{'abc'[k]}: {w[k]:.3g} A" for k in range(3) if pbc[k] and w[k] < MIN_DISTANCE]
+    if thin:
+        raise DataError(f"every atom overlaps its own periodic image: cell width {', '.join(thin)} "
+                        f"is below {MIN_DISTANCE} A", path)
 
 
 def validate_record(rec: Record, path=None, cutoff: float | None = None, image_convention: str = "explicit") -> None:
@@ -18,11 +29,17 @@ def validate_record(rec: Record, path=None, cutoff: float | None = None, image_c
     n = rec.n_atoms
     if n == 0:
         raise DataError("structure has no atoms", path)
+    bad_z = np.flatnonzero((rec.numbers < 1) | (rec.numbers > 118))
+    if bad_z.size:
+        raise DataError(f"{bad_z.size} atom(s) with an atomic number outside 1..118 "
+                        f"(atom {bad_z[0]}: Z={int(rec.numbers[bad_z[0]])})", path)
     if rec.positions.shape != (n, 3):
         raise DataError(f"positions have shape {rec.positions.shape}, expected ({n}, 3)", path)
     for name, arr in (("positions", rec.positions), ("cell", rec.cell)):
         if not np.all(np.isfinite(arr)):
             raise DataError(f"{name} contain NaN or inf", path)
+        if np.abs(arr).max(initial=0.0) > MAX_COORD:
+            raise DataError(f"{name} exceed {MAX_COORD:g} A (corrupt numbers?)", path)
     try:
         norb = rec.norb
     except BasisError as exc:
@@ -47,6 +64,8 @@ def validate_record(rec: Record, path=None, cutoff: float | None = None, image_c
             if label == "H" or rec.s_offsite is not None:
                 raise DataError(f"{label} blocks are missing", path)
             continue
+        if any(a is not None and a.dtype.kind not in "biufc" for a in (on, off)):
+            raise DataError(f"{label} blocks hold non-numeric values", path)
         if on.size != n_on:
             raise DataError(f"{label} on-site blocks hold {on.size} values; the basis {rec.basis.name!r} needs {n_on} "
                             f"(block shape does not match the basis)", path)
@@ -61,6 +80,7 @@ def validate_record(rec: Record, path=None, cutoff: float | None = None, image_c
     atoms = Atoms(numbers=rec.numbers, positions=rec.positions, cell=rec.cell, pbc=rec.pbc)
     if rec.pbc.any() and abs(np.linalg.det(rec.cell)) < 1e-8:
         raise DataError("periodic structure with a degenerate cell", path)
+    check_self_images(rec.cell, rec.pbc, path)
     i, j, d = neighbor_list("ijd", atoms, MIN_DISTANCE)
     if i.size:
         k = int(np.argmin(d))

@@ -8,6 +8,7 @@ Every adapter turns a `Structure` into dense H and S in its code's orbital order
 into the ragged block format (`zoo.data.format.Record`), Hartree / Angstrom.
 """
 
-from zoo.data.engines.base import Engine, EngineError, EngineOutput, dense_to_record, get_engine, list_engines
+from zoo.data.engines.base import (Engine, EngineError, EngineOutput, dense_to_record, get_engine, image_contamination,
+                                  list_engines)
 
-__all__ = ["Engine", "EngineError", "EngineOutput", "dense_to_record", "get_engine", "list_engines"]
+__all__ = ["Engine", "EngineError", "EngineOutput", "dense_to_record", "get_engine", "image_contamination", "list_engines"]

@@ -172,3 +172,74 @@ def truncation_stats(h: np.ndarray, s: np.ndarray | None, kept_h: list[np.ndarra
         if s is not None:
             out["dropped_max_abs_s"] = float(np.abs(s[~keep]).max(initial=0.0))
     return out
+
+
+def image_contamination(engine: Engine, structure: Structure, cutoff: float, repeat=(1, 2, 2)) -> dict:
+    """How much Gamma folding changes the labelled blocks: compare the cell's blocks with the same
+    atom pairs in a `repeat` supercell, whose images are further away. Returns the largest and
+    mean absolute differences of H and S blocks (Hartree), the largest |H| for scale, and sizes."""
+    from zoo.data.graph import edge_vectors_np
+
+    small = engine.record(structure, cutoff, "cell")
+    big_atoms = structure.to_ase().repeat(repeat)  # copy 0 holds atoms 0..N-1 at their own positions
+    big = engine.record(Structure.from_ase(big_atoms), cutoff, "supercell")
+    n = structure.n_atoms
+    key = {}
+    for e, (ij, v) in enumerate(zip(small.edge_index, edge_vectors_np(small.positions, small.cell, small.edge_index,
+                                                                        small.edge_shift))):
+        key[(int(ij[0]), int(ij[1]), *np.round(v, 4).tolist())] = e
+    vb = edge_vectors_np(big.positions, big.cell, big.edge_index, big.edge_shift)
+    out: dict = {"n_atoms_cell": n, "n_atoms_supercell": big.n_atoms, "repeat": list(repeat), "cutoff": cutoff}
+    for which in ("H", "S"):
+        sb, bb = small.edge_blocks(which), big.edge_blocks(which)
+        diffs = [np.abs(a - b).ravel() for a, b in zip(small.onsite_blocks(which), big.onsite_blocks(which)[:n])]
+        matched = 0
+        for e, (ij, v) in enumerate(zip(big.edge_index, vb)):
+            if ij[0] < n:
+                k = key.get((int(ij[0]), int(ij[1]) % n, *np.round(v, 4).tolist()))
+                if k is None:
+                    raise EngineError("supercell edge without a partner in the cell (positions not a clean repeat?)")
+                diffs.append(np.abs(sb[k] - bb[e]).ravel())
+                matched += 1
+        d = np.concatenate(diffs)
+        out[f"max_abs_diff_{which}"] = float(d.max())
+        out[f"mean_abs_diff_{which}"] = float(d.mean())
+        out["edges_compared"] = matched
+    out["max_abs_H"] = float(max(np.abs(small.h_onsite).max(), np.abs(small.h_offsite).max()))
+    return out
+
+
+def unfolded_record(engine: Engine, structure: Structure, cutoff: float, name: str, repeat=(1, 2, 2)) -> Record:
+    """Per-image blocks H(R) of `structure` from one Gamma-point run on its `repeat` supercell.
+
+    In the supercell, the image of atom j at shift R is a distinct atom (copy R mod repeat), and
+    with supercell widths >= 2 x cutoff its folded block with the home copy of i is H_ij(R) plus
+    images at least (width - cutoff) away. The result has image_convention "explicit": every image
+    within the cutoff is its own edge, so the cell itself may be narrower than 2 x cutoff.
+    """
+    from zoo.data.graph import check_cell_for_cutoff
+
+    m = np.asarray(repeat, dtype=np.int64)
+    if m.shape != (3,) or (m < 1).any() or (m[~structure.pbc] != 1).any():
+        raise EngineError(f"bad unfolding repeat {repeat} for pbc {structure.pbc.tolist()}")
+    big_atoms = structure.to_ase().repeat(tuple(int(x) for x in m))
+    check_cell_for_cutoff(np.asarray(big_atoms.cell), structure.pbc, cutoff)
+    t0 = time.perf_counter()
+    out = engine.compute(Structure.from_ase(big_atoms))
+    basis = engine.basis()
+    perm, sign = orbital_reorder(big_atoms.numbers, basis, engine.convention)
+    h, s = to_internal(out.h, perm, sign), to_internal(out.s, perm, sign)
+    n = structure.n_atoms
+    norb_big = basis.norb_per_atom(big_atoms.numbers)
+    off = np.concatenate([[0], np.cumsum(norb_big)])
+    ei, sh = neighbor_graph(structure.numbers, structure.positions, structure.cell, structure.pbc, cutoff)
+    wrapped = np.mod(sh, m)  # ase's repeat lists copies m0-major: index = (m0 * M1 + m1) * M2 + m2
+    j_big = ei[:, 1] + n * ((wrapped[:, 0] * m[1] + wrapped[:, 1]) * m[2] + wrapped[:, 2])
+    atoms = np.arange(n)
+    rec = Record(name, structure, basis, ei, sh,
+                 _gather(h, off, norb_big, atoms, atoms), _gather(h, off, norb_big, ei[:, 0], j_big),
+                 _gather(s, off, norb_big, atoms, atoms), _gather(s, off, norb_big, ei[:, 0], j_big),
+                 n_electrons=out.n_electrons / int(m.prod()),
+                 meta={"engine": engine.name, "wall_s": round(time.perf_counter() - t0, 3), **out.meta,
+                       "unfolded_from_supercell": m.tolist()})
+    return rec

@@ -29,11 +29,9 @@ class PySCFEngine(Engine):
 
     @classmethod
     def available(cls) -> bool:
-        try:
-            import pyscf  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        from importlib.util import find_spec
+
+        return find_spec("pyscf") is not None
 
     def level_of_theory(self) -> dict:
         from importlib.metadata import version

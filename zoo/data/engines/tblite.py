@@ -44,11 +44,9 @@ class TBLiteEngine(Engine):
 
     @classmethod
     def available(cls) -> bool:
-        try:
-            import tblite.interface  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        from importlib.util import find_spec
+
+        return find_spec("tblite") is not None
 
     def level_of_theory(self) -> dict:
         from importlib.metadata import version

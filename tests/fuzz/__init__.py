@@ -1,0 +1,1 @@
+"""Fuzzing of every reader of user files: seeded mutators and a campaign runner (see campaign.py)."""
