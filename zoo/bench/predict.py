@@ -34,33 +34,48 @@ def model_from_checkpoint(path: str | Path, best: bool = True):
     return model, info, dtype
 
 
-def predict_file(checkpoint: str | Path, structure: str | Path, output: str | Path, device: str = "auto",
-                 best: bool = True) -> tuple[Path, int, int, float]:
-    """Predict H for a structure file; returns (output path, atoms, edges, seconds)."""
-    import ase.io
+def predict_blocks(model, data, max_atoms_per_part: int = 2000):
+    """(node_blocks, edge_blocks) of the full graph, streaming augmented partitions when the
+    structure is large so memory stays bounded: each partition carries the halo its backbone
+    needs (`message_passing_layers`), so the result equals one full-graph pass."""
+    from zoo.data.partition import partition, scatter_predictions
 
+    n = int(data.num_nodes)
+    n_parts = -(-n // max(1, int(max_atoms_per_part)))
+    dev = next(iter(model.parameters())).device
+    with torch.no_grad():
+        if n_parts <= 1:
+            pred = model(data.to(dev))
+            return pred.node_blocks.cpu(), pred.edge_blocks.cpu()
+        parts = partition(data.cpu(), "rcb", n_parts=n_parts, hops=int(getattr(model, "message_passing_layers", 0)),
+                          virtual="one-way", flow=getattr(model, "message_flow", "source_to_target"),
+                          allow_self_images=True)  # explicit image shifts: small periodic cells are fine
+        preds = []
+        for part in parts:
+            pr = model(part.to(dev))
+            preds.append((pr.node_blocks.cpu(), pr.edge_blocks.cpu()))
+        return scatter_predictions(parts, preds, data)
+
+
+def predict_file(checkpoint: str | Path, structure: str | Path, output: str | Path, device: str = "auto",
+                 best: bool = True, max_atoms_per_part: int = 2000) -> tuple[Path, int, int, float]:
+    """Predict H for a structure file; returns (output path, atoms, edges, seconds)."""
     from zoo.bench.trainer import resolve_device
-    from zoo.data.format import Structure
+    from zoo.data.structure_io import read_structure
     from zoo.data.torch_data import structure_to_data
     from zoo.physics.assembly import unpad_blocks
 
-    try:
-        atoms = ase.io.read(str(structure))
-    except Exception as exc:  # ASE raises many types for unreadable files
-        raise DataError(f"cannot read structure ({type(exc).__name__}: {exc})", structure) from None
+    st = read_structure(structure)
     model, info, dtype = model_from_checkpoint(checkpoint, best)
-    dev = resolve_device(device)
-    model = model.to(dev)
-    st = Structure.from_ase(atoms)
-    data = structure_to_data(st, info.layout, info.cutoff, dtype).to(dev)
+    model = model.to(resolve_device(device))
+    data = structure_to_data(st, info.layout, info.cutoff, dtype)
     t = time.perf_counter()
-    with torch.no_grad():
-        pred = model(data)
+    node_blocks, edge_blocks = predict_blocks(model, data, max_atoms_per_part)
     seconds = time.perf_counter() - t
     z = st.numbers
     ei = data.edge_index.cpu().numpy()
-    h_on = unpad_blocks(pred.node_blocks.cpu().double().numpy(), info.layout.index, z, z)
-    h_off = unpad_blocks(pred.edge_blocks.cpu().double().numpy(), info.layout.index, z[ei[0]], z[ei[1]])
+    h_on = unpad_blocks(node_blocks.double().numpy(), info.layout.index, z, z)
+    h_off = unpad_blocks(edge_blocks.double().numpy(), info.layout.index, z[ei[0]], z[ei[1]])
     out = Path(output)
     arrays = {"numbers": z, "positions": st.positions, "cell": st.cell, "pbc": st.pbc,
               "edge_index": ei.T.copy(), "edge_shift": data.edge_shift.cpu().numpy().round().astype(np.int64),

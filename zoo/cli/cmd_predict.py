@@ -10,6 +10,8 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", default="H.npz", help="output .npz (ragged flat blocks, Hartree)")
     p.add_argument("--device", default="auto")
     p.add_argument("--last", action="store_true", help="use the last epoch's weights, not the best validation ones")
+    p.add_argument("--max-atoms-per-part", type=int, default=2000,
+                   help="stream augmented partitions of at most this many labelled atoms (bounded memory)")
     p.set_defaults(func=run)
 
 
@@ -17,6 +19,6 @@ def run(args) -> int:
     from zoo.bench.predict import predict_file
 
     out, n_atoms, n_edges, seconds = predict_file(args.checkpoint, args.structure, args.output, device=args.device,
-                                                  best=not args.last)
+                                                  best=not args.last, max_atoms_per_part=args.max_atoms_per_part)
     print(f"{out}: {n_atoms} atoms, {n_edges} edges, predicted in {seconds:.3f} s")
     return 0

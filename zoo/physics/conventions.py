@@ -14,7 +14,7 @@ B_int = T_l1 B_code T_l2^T with T the signed permutation. Shell order is the bas
 not the convention's.
 
 `verified` says how a row was checked: 'engine-rotation' rows are tested by rotating a molecule
-through the installed code itself (tests/test_engine_conventions.py); others come from the
+through the installed code itself (tests/test_engines.py); others come from the
 code's documentation / its peers' converters and are tested for self-consistency only.
 """
 
