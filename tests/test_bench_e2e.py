@@ -137,3 +137,11 @@ def test_partition_options_resolve_from_preset_and_cli():
     assert resolve_partition(BenchOptions(model="sk", dataset="x")) is None  # sk presets train on full graphs
     with pytest.raises(ConfigError, match="need a partitioner"):
         resolve_partition(BenchOptions(model="sk", dataset="x", t_slice=3.0))
+
+
+def test_preset_partition_skipped_for_molecules():
+    from zoo.bench.run import BenchOptions, resolve_partition
+
+    assert resolve_partition(BenchOptions(model="escn", dataset="x"), periodic=False) is None
+    part = resolve_partition(BenchOptions(model="escn", dataset="x", partitioner="slices", t_slice=2.0), periodic=False)
+    assert part["partitioner"] == "slices"

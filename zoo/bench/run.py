@@ -112,10 +112,12 @@ def build_config(model: str, preset: str, overrides: Sequence[str] = (), max_epo
 PARTITION_KEYS = ("partitioner", "t_slice", "n_parts", "virtual", "halo_hops")
 
 
-def resolve_partition(opts: BenchOptions) -> dict | None:
+def resolve_partition(opts: BenchOptions, periodic: bool = True) -> dict | None:
     """Partitioning of the train split: CLI options over the preset's `partition:` section.
 
     Returns None for full-graph training (no section and no --partitioner, or --partitioner none).
+    A preset's section applies to periodic datasets only (slicing a molecule is meaningless);
+    an explicit --partitioner always applies.
     """
     from zoo.models.registry import load_preset
 
@@ -127,6 +129,8 @@ def resolve_partition(opts: BenchOptions) -> dict | None:
         if opts.partitioner == "none":
             return None
         section = {"partitioner": opts.partitioner}
+    elif not periodic:
+        section = {}
     for key in ("t_slice", "n_parts", "virtual", "halo_hops"):
         if getattr(opts, key) is not None:
             section[key] = getattr(opts, key)
@@ -165,15 +169,21 @@ def budget_string(cfg: TrainConfig) -> str:
 # -- provenance ----------------------------------------------------------------------------
 
 def git_commit() -> str:
-    """HEAD of the zoo source checkout, or 'unknown' (installed from a wheel, no git, ...)."""
+    """HEAD of the zoo source checkout ('+dirty' if the package's tracked files differ from it),
+    or 'unknown' (installed from a wheel, no git, ...)."""
     import zoo
 
+    pkg = Path(zoo.__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(zoo.__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=pkg, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=pkg,
+                               capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    sha = out.stdout.strip()
+    if out.returncode != 0 or not sha:
+        return "unknown"
+    return sha + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
 def cpu_model() -> str:
@@ -190,7 +200,8 @@ def hardware(device: torch.device) -> dict:
     dev = str(device)
     if device.type == "cuda":
         dev = torch.cuda.get_device_name(device)
-    return {"cpu": cpu_model(), "cores": os.cpu_count() or 0, "torch": torch.__version__, "device": dev}
+    return {"cpu": cpu_model(), "cores": os.cpu_count() or 0, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "device": dev}
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -383,8 +394,9 @@ def run_bench(opts: BenchOptions) -> dict:
             cfg.max_epochs, cfg.time_budget_min = c2.max_epochs, c2.time_budget_min
     else:
         hp, cfg = build_config(opts.model, opts.preset, opts.overrides, opts.max_epochs, opts.time_budget_min)
-        part = resolve_partition(opts)
+        part = "unresolved"
 
+    commit = git_commit()  # the code this run starts with
     device = resolve_device(cfg.device)
     ctx = ddp.setup(device)
     if ctx.distributed and device.type == "cuda":
@@ -395,6 +407,8 @@ def run_bench(opts: BenchOptions) -> dict:
         card_hash = ds.card.hash()
         info = DatasetInfo.from_dataset(ds)
         dtype = DTYPES[cfg.dtype]
+        if part == "unresolved":
+            part = resolve_partition(opts, periodic=bool(ds.read(ds.split("train")[0]).pbc.any()))
         if not opts.resume:
             run_dir = ddp.broadcast_object(
                 str(_new_run_dir(opts.runs_dir, ds.name, opts.model)) if ctx.is_main else None, ctx)
@@ -442,7 +456,7 @@ def run_bench(opts: BenchOptions) -> dict:
                "seed": opts.seed, "budget": budget_string(cfg), "epochs_run": result.epochs_run,
                "stop_reason": result.stop_reason,
                "partitioner": partition_label(part),
-               "world_size": ctx.world_size, "git_commit": git_commit(), **hardware(device), **metrics}
+               "world_size": ctx.world_size, "git_commit": commit, **hardware(device), **metrics}
         append_row(leaderboard_path(ds.name, opts.leaderboard_dir), row)
         _write_json(run_dir / "row.json", row)
         row["run_dir"] = str(run_dir)
