@@ -10,12 +10,17 @@ failure) and records the source in the card.
 from __future__ import annotations
 
 import io
+import json
 import pickle
+import struct
 import zipfile
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+import h5py
 import numpy as np
 from ase.data import chemical_symbols
 
@@ -28,6 +33,9 @@ from zoo.physics.conventions import get_convention, orbital_permutation
 from zoo.physics.units import LENGTH_TO_ANGSTROM, energy_factor
 
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+MAX_Z = 118
+MAX_L = 6  # no basis in use goes beyond i shells; a larger l is a corrupt file
+MAX_SHELLS = 64  # per element; the largest real bases have about 30
 
 
 @dataclass
@@ -76,6 +84,12 @@ def resolve_basis(spec: Any, found: Mapping[int, Sequence[int]] | None, path: Pa
             raise BasisError(f"basis must be a name or a mapping element -> shells, got {type(spec).__name__}")
         if found is not None:
             found = {int(z): tuple(int(l) for l in ls) for z, ls in found.items()}
+            for z, ls in found.items():  # before anything indexes the element table with them
+                if not 1 <= z <= MAX_Z:
+                    raise BasisError(f"atomic number {z} is not an element (1..{MAX_Z})")
+                if not 0 < len(ls) <= MAX_SHELLS or any(not 0 <= l <= MAX_L for l in ls):
+                    raise BasisError(f"{chemical_symbols[z]}: shells {list(ls)[:10]} must be 1..{MAX_SHELLS} "
+                                     f"values of l in 0..{MAX_L}")
             if given is None:
                 return BasisSet(name or "custom", found)
             for z, ls in found.items():
@@ -91,11 +105,160 @@ def resolve_basis(spec: Any, found: Mapping[int, Sequence[int]] | None, path: Pa
 
 
 def check_elements(basis: BasisSet, numbers: Iterable[int], path: Path) -> None:
+    check_numbers(numbers, path)
     try:
         for z in sorted(set(int(z) for z in numbers)):
             basis.element_shells(z)
     except BasisError as exc:
         raise DataError(f"unknown basis for an element: {exc}", path) from None
+
+
+def check_numbers(numbers: Iterable[int], path: Path) -> np.ndarray:
+    """Atomic numbers as int64; at least one atom, each an element 1..118 (a DataError naming `path`)."""
+    z = np.asarray(list(numbers) if not isinstance(numbers, np.ndarray) else numbers).reshape(-1)
+    if z.size == 0:
+        raise DataError("no atoms (empty list of atomic numbers)", path)
+    if z.dtype.kind not in "iu" and not (z.dtype.kind == "f" and np.all(np.isfinite(z)) and np.all(z == np.rint(z))):
+        raise DataError(f"atomic numbers must be integers, got {z.dtype} values", path)
+    z = z.astype(np.int64)
+    bad = np.flatnonzero((z < 1) | (z > MAX_Z))
+    if bad.size:
+        raise DataError(f"atomic number {int(z[bad[0]])} (atom {int(bad[0])}) is not an element (1..{MAX_Z})", path)
+    return z
+
+
+# -- reading files defensively --------------------------------------------------------------
+# Corrupt files make the standard readers raise their own exception types; these helpers turn
+# every such fault into a DataError naming the file, where the file is read.
+
+def read_text(path: Path, what: str = "text file") -> str:
+    """The file as UTF-8 text; missing, unreadable or not text -> DataError."""
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise DataError(f"missing {what}", path) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{what} is not UTF-8 text (byte {exc.start}); corrupt or binary file?", path) from None
+    except OSError as exc:
+        raise DataError(f"cannot read {what} ({exc.strerror or exc})", path) from None
+
+
+def load_txt(path: Path, dtype: Any = float, what: str = "numbers") -> np.ndarray:
+    """Whitespace-separated numbers (np.loadtxt, ndmin=1), all finite; any fault -> DataError."""
+    text = read_text(path)
+    if not text.strip():
+        raise DataError(f"empty file (expected {what})", path)
+    try:
+        arr = np.loadtxt(io.StringIO(text), dtype=np.float64, ndmin=1)
+    except ValueError as exc:
+        raise DataError(f"malformed {what} ({exc})", path) from None
+    if not np.all(np.isfinite(arr)):
+        raise DataError(f"{what} contain NaN or inf", path)
+    if np.dtype(dtype).kind in "iu":
+        if np.any(arr != np.rint(arr)) or np.any(np.abs(arr) > 2**62):
+            raise DataError(f"{what} must be integers", path)
+    return arr.astype(dtype)
+
+
+def load_json(path: Path, what: str = "JSON file") -> Any:
+    try:
+        return json.loads(read_text(path, what))
+    except ValueError as exc:  # JSONDecodeError, or nesting/number limits
+        raise DataError(f"not valid JSON ({exc})", path) from None
+    except RecursionError:
+        raise DataError("JSON nested too deeply", path) from None
+
+
+def numeric_array(value: Any, path: Path, what: str, dtype: Any = np.float64, complex_ok: bool = False) -> np.ndarray:
+    """`value` as a finite numeric array of `dtype`; strings, objects, ragged lists, complex data where
+    real is expected, NaN/inf -> DataError naming `path` and `what`."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{what} is not a numeric array ({exc})", path) from None
+    if arr.dtype.kind == "O":
+        try:
+            arr = arr.astype(np.complex128 if complex_ok else np.float64)
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{what} is not a numeric array ({type(exc).__name__})", path) from None
+    if arr.dtype.kind not in "biufc":
+        raise DataError(f"{what} holds {arr.dtype} data, expected numbers", path)
+    if arr.dtype.kind == "c" and not (complex_ok or np.dtype(dtype).kind == "c"):
+        raise DataError(f"{what} holds complex numbers where real ones are expected", path)
+    arr = arr.astype(dtype, copy=False)
+    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+        raise DataError(f"{what} contains NaN or inf", path)
+    return arr
+
+
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError)  # what h5py raises on corrupt metadata
+
+
+@contextmanager
+def h5_open(path: Path) -> Iterator[h5py.File]:
+    """An HDF5 file for reading; a file h5py cannot open -> DataError. Walk it with `h5_keys`,
+    `h5_group` and `h5_array`, which turn corrupt metadata met on the way into DataErrors."""
+    try:
+        f = h5py.File(path, "r")
+    except (*_H5_ERRORS, TypeError) as exc:
+        raise DataError(f"unreadable HDF5 ({type(exc).__name__}: {exc}); truncated or corrupt?", path) from None
+    try:
+        yield f
+    finally:
+        try:
+            f.close()
+        except _H5_ERRORS:
+            pass  # closing a damaged file; the reading error (if any) is the one to report
+
+
+def h5_keys(group: h5py.Group, path: Path) -> list[str]:
+    try:
+        return list(group.keys())
+    except _H5_ERRORS as exc:
+        raise DataError(f"corrupt HDF5 group {group.name!r} ({type(exc).__name__}: {exc})", path) from None
+
+
+def h5_group(parent: h5py.Group, key: str, path: Path) -> h5py.Group:
+    try:
+        g = parent[key]
+    except _H5_ERRORS as exc:
+        raise DataError(f"cannot open HDF5 group {key!r} ({type(exc).__name__}: {exc})", path) from None
+    if not isinstance(g, h5py.Group):
+        raise DataError(f"{key!r} is a dataset, expected a group of blocks", path)
+    return g
+
+
+def h5_array(group: h5py.Group, key: str, path: Path, dtype: Any = np.float64, complex_ok: bool = False) -> np.ndarray:
+    """Dataset `key` of `group` as a finite numeric array; a group in its place, strings, corrupt
+    storage -> DataError naming the file and the key."""
+    try:
+        obj = group[key]
+        if not isinstance(obj, h5py.Dataset):
+            raise DataError(f"{key!r} is a group, expected a dataset of numbers", path)
+        if obj.dtype.kind not in "biufc":
+            raise DataError(f"dataset {key!r} holds {obj.dtype} data, expected numbers", path)
+        raw = obj[()]
+    except (*_H5_ERRORS, TypeError) as exc:
+        raise DataError(f"cannot read dataset {key!r} ({type(exc).__name__}: {exc})", path) from None
+    return numeric_array(raw, path, f"dataset {key!r}", dtype, complex_ok)
+
+
+def make_structure(numbers: Any, positions: Any, cell: Any, pbc: Any, path: Path) -> Structure:
+    """A validated Structure from raw arrays (the checks of `structure_io.check_structure`: known
+    elements, finite sane coordinates, a real periodic cell, no overlapping atoms)."""
+    from zoo.data.structure_io import check_structure
+
+    z = check_numbers(numeric_array(numbers, path, "atomic numbers", np.float64), path)
+    pos = numeric_array(positions, path, "positions")
+    if pos.size != 3 * z.size:
+        raise DataError(f"{pos.size} position values for {z.size} atoms x 3 (mismatched atom count)", path)
+    c = numeric_array(cell, path, "cell")
+    if c.size != 9:
+        raise DataError(f"expected a 3 x 3 cell, got {c.size} values", path)
+    flags = np.asarray(pbc).reshape(-1)
+    if flags.size not in (1, 3) or flags.dtype.kind not in "biuf":
+        raise DataError(f"pbc must be 1 or 3 flags, got {flags.size} of {flags.dtype}", path)
+    return check_structure(Structure(z, pos.reshape(-1, 3), c.reshape(3, 3), flags.astype(bool)), path)
 
 
 # -- conventions and units ------------------------------------------------------------------
@@ -344,6 +507,12 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name} from a data file")
 
 
+# zipfile, the .npy header parser and the unpickler meet damaged bytes with all of these
+# (NotImplementedError: an unknown compression method; RuntimeError: "encrypted" flag bits)
+NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, struct.error, OSError, EOFError, ValueError, TypeError, KeyError,
+               IndexError, AttributeError, OverflowError, NotImplementedError, RuntimeError, pickle.UnpicklingError)
+
+
 def load_npz_safely(path: Path) -> dict[str, Any]:
     """Every array of an .npz, object arrays included, without executing arbitrary pickles."""
     out: dict[str, Any] = {}
@@ -367,6 +536,8 @@ def load_npz_safely(path: Path) -> dict[str, Any]:
                     buf.seek(0)
                     arr = np.lib.format.read_array(buf, allow_pickle=False)
                 out[key] = arr
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, pickle.UnpicklingError, AttributeError) as exc:
+    except NPZ_ERRORS as exc:
         raise DataError(f"unreadable .npz ({type(exc).__name__}: {exc}); truncated or not written by numpy", path) from None
+    except MemoryError:
+        raise DataError("unreadable .npz (a header asks for more memory than there is); corrupt file", path) from None
     return out

@@ -21,9 +21,10 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from zoo.data import structure_io
 from zoo.data.format import Record, Structure
 from zoo.data.importers.common import (BlockConverter, ImportSource, check_elements, cutoff_mask,
-                                       minimum_image_shifts, resolve_basis)
+                                       minimum_image_shifts, numeric_array, read_text, resolve_basis)
 from zoo.errors import DataError
 from zoo.physics.assembly import block_offsets
 from zoo.physics.basis import BasisSet
@@ -34,9 +35,8 @@ _NUM = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eEdD][-+]?\d+)?$")
 
 def _comment_box(path: Path) -> np.ndarray | None:
     """Orthorhombic cell from the last three numbers of an xyz comment line (Xia et al. style)."""
-    with open(path) as fh:
-        fh.readline()
-        comment = fh.readline()
+    lines = read_text(path, "structure file").splitlines()
+    comment = lines[1] if len(lines) > 1 else ""
     toks = [t.strip(",;") for t in comment.split()]
     if len(toks) >= 3 and all(_NUM.match(t) for t in toks[-3:]) and "Lattice" not in comment:
         return np.diag([float(t.replace("d", "e").replace("D", "e")) for t in toks[-3:]])
@@ -44,29 +44,39 @@ def _comment_box(path: Path) -> np.ndarray | None:
 
 
 def read_structure(path: Path, cell: Any = None, pbc: Any = None) -> Structure:
-    from ase.io import read as ase_read
-
+    """The structure, checked like any user structure file (`zoo.data.structure_io`): declared atom
+    counts must fit the file, elements known, coordinates finite, a periodic cell non-degenerate."""
     if not path.is_file():
         raise DataError("missing structure file", path)
     try:
-        atoms = ase_read(path, format="extxyz")
-    except Exception:  # not extended xyz: plain xyz with a free comment line
+        st = structure_io.read_structure(path, format="extxyz")
+    except DataError as first:
+        # a free comment line ASE's extxyz parser trips over: read it as plain xyz. A comment with
+        # key=value pairs (Lattice=...) is extxyz, and plain xyz would silently drop its cell.
+        lines = read_text(path, "structure file").splitlines()
+        if len(lines) > 1 and "=" in lines[1]:
+            raise
         try:
-            atoms = ase_read(path, format="xyz")
-        except Exception as exc:
-            raise DataError(f"unreadable xyz ({type(exc).__name__}: {exc})", path) from None
-    st = Structure.from_ase(atoms)
+            st = structure_io.read_structure(path, format="xyz")
+        except DataError:
+            raise first from None
+    changed = False  # a cell or pbc given here (or in the comment line) makes a new structure to check
     if cell is not None:
-        c = np.asarray(cell, dtype=np.float64)
-        st.cell = np.diag(c) if c.shape == (3,) else c.reshape(3, 3)
+        c = numeric_array(cell, path, "cell= option")
+        if c.size not in (3, 9):
+            raise DataError(f"cell= needs 3 box edges or a 3 x 3 matrix, got {c.size} values", path)
+        st.cell = np.diag(c.reshape(3)) if c.size == 3 else c.reshape(3, 3)
         st.pbc[:] = True
+        changed = True
     elif not st.pbc.any() and abs(np.linalg.det(st.cell)) < 1e-8:
         box = _comment_box(path)
         if box is not None:
             st.cell, st.pbc[:] = box, True
+            changed = True
     if pbc is not None:
         st.pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
-    return st
+        changed = True
+    return structure_io.check_structure(st, path) if changed else st
 
 
 def read_triplets(path: Path, n_orb: int, index_base: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -18,12 +18,12 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import h5py
 import numpy as np
 
-from zoo.data.format import Record, Structure
-from zoo.data.importers.common import (BlockConverter, ImportSource, check_elements, complete_directions,
-                                       make_record, resolve_basis)
+from zoo.data.format import Record
+from zoo.data.importers.common import (BlockConverter, ImportSource, check_elements, check_numbers,
+                                       complete_directions, h5_array, h5_keys, h5_open, load_json, load_txt,
+                                       make_record, make_structure, read_text, resolve_basis)
 from zoo.errors import BasisError, DataError
 from zoo.physics.basis import BasisSet
 
@@ -35,29 +35,33 @@ def _is_dir(p: Path) -> bool:
     return all((p / f).is_file() for f in REQUIRED)
 
 
-def _txt(path: Path, dtype=float) -> np.ndarray:
-    try:
-        return np.loadtxt(path, dtype=dtype, ndmin=1)
-    except ValueError as exc:
-        raise DataError(f"malformed numbers ({exc})", path) from None
+def _elements(d: Path) -> np.ndarray:
+    return check_numbers(load_txt(d / "element.dat", np.int64, "atomic numbers").reshape(-1), d / "element.dat")
 
 
 def _info(d: Path) -> dict:
     p = d / "info.json"
     if not p.is_file():
         return {}
-    try:
-        obj = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"not valid JSON ({exc})", p) from None
+    obj = load_json(p)
     if not isinstance(obj, dict):
         raise DataError("expected a JSON object", p)
+    zoo = obj.get("zoo", {})
+    if not isinstance(zoo, dict):
+        raise DataError(f"'zoo' must be an object, got {type(zoo).__name__}", p)
+    if not isinstance(obj.get("isspinful", False), (bool, int)):
+        raise DataError(f"'isspinful' must be true/false, got {obj['isspinful']!r}", p)
+    n_e = zoo.get("n_electrons")
+    if n_e is not None and (isinstance(n_e, bool) or not isinstance(n_e, (int, float)) or not np.isfinite(n_e)):
+        raise DataError(f"'zoo.n_electrons' must be a number, got {n_e!r}", p)
+    if not isinstance(zoo.get("image_convention", "explicit"), str) or not isinstance(zoo.get("name", ""), str):
+        raise DataError("'zoo.image_convention' and 'zoo.name' must be strings", p)
     return obj
 
 
 def _orbital_types(d: Path, numbers: np.ndarray) -> dict[int, tuple[int, ...]]:
     p = d / "orbital_types.dat"
-    lines = [ln.split() for ln in p.read_text().splitlines() if ln.strip()]
+    lines = [ln.split() for ln in read_text(p).splitlines() if ln.strip()]
     if len(lines) != numbers.size:
         raise DataError(f"{len(lines)} lines of orbital types for {numbers.size} atoms (mismatched atom count)", p)
     found: dict[int, tuple[int, ...]] = {}
@@ -81,40 +85,41 @@ def _parse_key(key: str, path: Path) -> tuple[int, ...]:
     return tuple(vals)
 
 
-def _blocks(path: Path, n: int, index_base: int) -> dict[tuple, np.ndarray]:
-    try:
-        with h5py.File(path, "r") as f:
-            out = {}
-            for k in f.keys():
-                x, y, z, i, j = _parse_key(k, path)
-                i, j = i - index_base, j - index_base
-                if not (0 <= i < n and 0 <= j < n):
-                    raise DataError(f"block {k} names an atom outside {index_base}..{n - 1 + index_base} "
-                                    f"(mismatched atom count)", path)
-                out[(i, j, x, y, z)] = f[k][()]
-            return out
-    except OSError as exc:
-        raise DataError(f"unreadable HDF5 ({exc})", path) from None
+def _blocks(path: Path, n: int, index_base: int, spinful: bool) -> dict[tuple, np.ndarray]:
+    with h5_open(path) as f:
+        out = {}
+        for k in h5_keys(f, path):
+            x, y, z, i, j = _parse_key(k, path)
+            i, j = i - index_base, j - index_base
+            if not (0 <= i < n and 0 <= j < n):
+                raise DataError(f"block {k} names an atom outside {index_base}..{n - 1 + index_base} "
+                                f"(mismatched atom count)", path)
+            b = h5_array(f, k, path, np.complex128 if spinful else np.float64)
+            if b.ndim != 2:
+                raise DataError(f"block {k} has shape {b.shape}, expected a matrix", path)
+            out[(i, j, x, y, z)] = b
+        return out
 
 
 def _record(d: Path, basis: BasisSet, energy_unit: str, convention: str, index_base: int) -> Record:
-    numbers = _txt(d / "element.dat", np.int64).reshape(-1)
+    numbers = _elements(d)
     n = numbers.size
-    pos = _txt(d / "site_positions.dat")
+    pos = load_txt(d / "site_positions.dat", what="positions")
     if pos.size != 3 * n:
         raise DataError(f"{pos.size} values for {n} atoms x 3 (mismatched atom count)", d / "site_positions.dat")
-    lat = _txt(d / "lat.dat")
+    lat = load_txt(d / "lat.dat", what="lattice vectors")
     if lat.size != 9:
         raise DataError(f"expected a 3 x 3 lattice, got {lat.size} values", d / "lat.dat")
     info = _info(d)
     zoo = info.get("zoo", {})
-    pbc = np.asarray(zoo.get("pbc", [True, True, True]), dtype=bool)
-    st = Structure(numbers, pos.reshape(3, n).T, lat.reshape(3, 3).T, pbc)
+    pbc = np.asarray(zoo.get("pbc", [True, True, True]))
+    # the structure is judged as a whole; name the file its coordinates come from
+    st = make_structure(numbers, pos.reshape(3, n).T, lat.reshape(3, 3).T, pbc, d / "site_positions.dat")
     check_elements(basis, numbers, d / "orbital_types.dat")
     spinful = bool(info.get("isspinful", False))
     conv = BlockConverter(basis, convention, energy_unit, d / "hamiltonians.h5", spinful=spinful)
-    hb = _blocks(d / "hamiltonians.h5", n, index_base)
-    sb = _blocks(d / "overlaps.h5", n, index_base) if (d / "overlaps.h5").is_file() else None
+    hb = _blocks(d / "hamiltonians.h5", n, index_base, spinful)
+    sb = _blocks(d / "overlaps.h5", n, index_base, False) if (d / "overlaps.h5").is_file() else None
     dtype = np.complex128 if spinful else np.float64
     onsite = [hb.pop((i, i, 0, 0, 0), None) for i in range(n)]
     if any(b is None for b in onsite):
@@ -162,7 +167,7 @@ def read(src: str | Path, basis: Any = None, energy_unit: str = "eV", convention
     found: dict[int, tuple[int, ...]] = {}
     image_conventions = set()
     for d in dirs:
-        numbers = _txt(d / "element.dat", np.int64).reshape(-1)
+        numbers = _elements(d)
         for z, ls in _orbital_types(d, numbers).items():
             if found.setdefault(z, ls) != ls:
                 raise DataError(f"element Z={z} has shells {list(ls)} here but {list(found[z])} elsewhere",
@@ -172,8 +177,8 @@ def read(src: str | Path, basis: Any = None, energy_unit: str = "eV", convention
         if basis is None and "basis" in zoo:
             try:
                 basis = BasisSet.from_json(zoo["basis"])
-            except BasisError as exc:
-                raise DataError(str(exc), d / "info.json") from None
+            except (BasisError, ValueError) as exc:
+                raise DataError(f"'zoo.basis': {exc}", d / "info.json") from None
     if len(image_conventions) > 1:
         raise DataError(f"sub-directories disagree on the image convention {sorted(image_conventions)}", src)
     bset = resolve_basis(basis, found, dirs[0] / "orbital_types.dat", name="deeph")

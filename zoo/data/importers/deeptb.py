@@ -12,6 +12,8 @@ A root directory whose sub-directories are DeePTB directories imports them all.
 from __future__ import annotations
 
 import ast
+import re
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -19,8 +21,10 @@ import h5py
 import numpy as np
 
 from zoo.data.format import Record, Structure
-from zoo.data.importers.common import BlockConverter, ImportSource, check_elements, make_record, resolve_basis
-from zoo.errors import DataError
+from zoo.data.importers.common import (MAX_SHELLS, BlockConverter, ImportSource, check_elements, check_numbers,
+                                       h5_array, h5_group, h5_keys, h5_open, load_txt, make_record, make_structure,
+                                       read_text, resolve_basis)
+from zoo.errors import BasisError, DataError
 from zoo.physics.basis import BasisSet, parse_shells, symbol_to_z
 
 FORMAT = "deeptb"
@@ -31,19 +35,10 @@ def _is_dir(p: Path) -> bool:
     return all((p / f).is_file() for f in REQUIRED)
 
 
-def _load_txt(path: Path, dtype=float) -> np.ndarray:
-    if not path.is_file():
-        raise DataError("missing file", path)
-    try:
-        return np.loadtxt(path, dtype=dtype, ndmin=1)
-    except ValueError as exc:
-        raise DataError(f"malformed numbers ({exc})", path) from None
-
-
 def _pbc(path: Path) -> np.ndarray:
     if not path.is_file():
         return np.ones(3, dtype=bool)
-    toks = path.read_text().replace(",", " ").split()
+    toks = read_text(path, "pbc flags").replace(",", " ").split()
     try:
         vals = [t.lower() in ("true", "t") or (t.lower() not in ("false", "f") and float(t) != 0) for t in toks]
     except ValueError:
@@ -57,15 +52,21 @@ def _basis_file(path: Path) -> dict[int, tuple[int, ...]] | None:
     if not path.is_file():
         return None
     try:
-        obj = ast.literal_eval(path.read_text().strip())
-        return {symbol_to_z(k): parse_shells(v) for k, v in dict(obj).items()}
-    except (ValueError, SyntaxError, TypeError) as exc:
-        raise DataError(f"cannot read the basis description ({exc}); expected e.g. {{'Si': '1s1p'}}", path) from None
-    except Exception as exc:  # BasisError from unknown symbols / shell strings
+        obj = dict(ast.literal_eval(read_text(path, "basis description").strip()))
+        for k, v in obj.items():  # '999999999s' would make parse_shells build a list that large
+            if isinstance(v, str) and sum(int(n) for n in re.findall(r"\d+", v)) > MAX_SHELLS:
+                raise DataError(f"{k}: shell string {v[:40]!r} lists more than {MAX_SHELLS} shells", path)
+        return {symbol_to_z(k): parse_shells(v) for k, v in obj.items()}
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+        raise DataError(f"cannot read the basis description ({type(exc).__name__}: {exc}); "
+                        f"expected e.g. {{'Si': '1s1p'}}", path) from None
+    except BasisError as exc:  # unknown symbols / shell strings
         raise DataError(f"bad basis description: {exc}", path) from None
 
 
 def _parse_key(key: str, path: Path) -> tuple[int, int, int, int, int]:
+    if not isinstance(key, str):  # h5py hands back undecodable link names as bytes
+        raise DataError(f"block key {key!r} is not 'i_j_Rx_Ry_Rz'", path)
     parts = key.split("_")
     try:
         if len(parts) != 5:
@@ -76,45 +77,59 @@ def _parse_key(key: str, path: Path) -> tuple[int, int, int, int, int]:
     return i, j, x, y, z
 
 
+def _frame_order(key: str) -> int:
+    """Frames "0", "1", ... in numeric order; other names first (ASCII digits only: int() of
+    other Unicode digits fails)."""
+    return int(key) if key.isascii() and key.isdigit() else -1
+
+
 def _frame_blocks(f: h5py.File, frame: str, path: Path) -> dict[tuple, np.ndarray]:
-    if frame not in f:
-        raise DataError(f"no group {frame!r} (DeePTB keeps one group per frame; found {list(f.keys())[:5]})", path)
-    g = f[frame]
-    if not isinstance(g, h5py.Group):
-        raise DataError(f"{frame!r} is not a group of blocks", path)
-    return {_parse_key(k, path): np.asarray(g[k][()], dtype=np.float64) for k in g.keys()}
+    keys = h5_keys(f, path)
+    if frame not in keys:
+        raise DataError(f"no group {frame!r} (DeePTB keeps one group per frame; found {keys[:5]})", path)
+    g = h5_group(f, frame, path)
+    out = {}
+    for k in h5_keys(g, path):
+        key = _parse_key(k, path)
+        b = h5_array(g, k, path)
+        if b.ndim != 2:
+            raise DataError(f"block {frame}/{k} has shape {b.shape}, expected a matrix", path)
+        out[key] = b
+    return out
 
 
 def _records(d: Path, tag: str, basis: BasisSet, energy_unit: str) -> Iterator[Record]:
-    numbers = _load_txt(d / "atomic_numbers.dat", dtype=np.int64).reshape(-1)
+    numbers = check_numbers(load_txt(d / "atomic_numbers.dat", np.int64, "atomic numbers").reshape(-1),
+                            d / "atomic_numbers.dat")
     n = numbers.size
-    pos = _load_txt(d / "positions.dat")
+    pos = load_txt(d / "positions.dat", what="positions")
     if pos.size % (3 * n):
         raise DataError(f"{pos.size} position values do not make frames of {n} atoms x 3 (mismatched atom count)",
                         d / "positions.dat")
     pos = pos.reshape(-1, n, 3)
-    cell = _load_txt(d / "cell.dat").reshape(-1, 3, 3) if (d / "cell.dat").stat().st_size else np.zeros((1, 3, 3))
+    cell = load_txt(d / "cell.dat", what="cell vectors") if (d / "cell.dat").stat().st_size else np.zeros(9)
+    if cell.size % 9:
+        raise DataError(f"{cell.size} cell values do not make 3 x 3 cells (one per frame or one for all)",
+                        d / "cell.dat")
+    cell = cell.reshape(-1, 3, 3)
+    if cell.shape[0] not in (1, pos.shape[0]):
+        raise DataError(f"{cell.shape[0]} cells for {pos.shape[0]} frames of positions", d / "cell.dat")
     pbc = _pbc(d / "pbc.dat")
     check_elements(basis, numbers, d / "basis.dat")
     conv = BlockConverter(basis, "deeptb", energy_unit, d / "hamiltonians.h5")
-    try:
-        hf = h5py.File(d / "hamiltonians.h5", "r")
-        sf = h5py.File(d / "overlaps.h5", "r") if (d / "overlaps.h5").is_file() else None
-    except OSError as exc:
-        raise DataError(f"unreadable HDF5 ({exc})", d) from None
-    with hf:
-        frames = sorted(hf.keys(), key=lambda k: int(k) if k.isdigit() else -1)
+    with ExitStack() as stack:
+        hf = stack.enter_context(h5_open(d / "hamiltonians.h5"))
+        sf = stack.enter_context(h5_open(d / "overlaps.h5")) if (d / "overlaps.h5").is_file() else None
+        frames = sorted(h5_keys(hf, d / "hamiltonians.h5"), key=_frame_order)
         if len(frames) != pos.shape[0]:
             raise DataError(f"{len(frames)} frames of blocks but {pos.shape[0]} frames of positions "
                             f"(mismatched atom count?)", d / "hamiltonians.h5")
         for k, frame in enumerate(frames):
             c = cell[k] if cell.shape[0] > 1 else cell[0]
-            st = Structure(numbers, pos[k], c, pbc)
+            st = make_structure(numbers, pos[k], c, pbc, d / "positions.dat")
             hb = _frame_blocks(hf, frame, d / "hamiltonians.h5")
             sb = _frame_blocks(sf, frame, d / "overlaps.h5") if sf is not None else None
-            yield _one(f"{tag}{int(frame):04d}" if frame.isdigit() else f"{tag}{frame}", st, conv, hb, sb, d)
-    if sf is not None:
-        sf.close()
+            yield _one(f"{tag}{int(frame):04d}" if _frame_order(frame) >= 0 else f"{tag}{frame}", st, conv, hb, sb, d)
 
 
 def _one(name: str, st: Structure, conv: BlockConverter, hb: dict, sb: dict | None, d: Path) -> Record:

@@ -12,7 +12,6 @@ A root directory whose sub-directories are snapshots imports them all.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -20,8 +19,10 @@ import numpy as np
 
 from zoo.data.format import Record, Structure
 from zoo.data.importers.common import (BlockConverter, ImportSource, check_elements, complete_directions,
-                                       cutoff_mask, load_npz_safely, make_record, resolve_basis)
-from zoo.errors import DataError
+                                       cutoff_mask, load_json, load_npz_safely, make_record, numeric_array,
+                                       resolve_basis)
+from zoo.data.structure_io import read_structure
+from zoo.errors import BasisError, DataError
 from zoo.physics.basis import BasisSet, symbol_to_z
 
 FORMAT = "gears"
@@ -34,11 +35,12 @@ def _is_snapshot(p: Path) -> bool:
 
 def _ells(path: Path) -> dict[int, tuple[int, ...]]:
     try:
-        obj = json.loads(path.read_text())
-        return {symbol_to_z(int(k) if str(k).isdigit() else k): tuple(int(l) for l in v) for k, v in obj.items()}
-    except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
+        obj = load_json(path, "orbital ells")
+        return {symbol_to_z(int(k) if k.isascii() and k.isdigit() else k): tuple(int(l) for l in v)
+                for k, v in obj.items()}
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise DataError(f"expected {{Z: [l, ...]}} ({type(exc).__name__}: {exc})", path) from None
-    except Exception as exc:  # BasisError: unknown element symbol
+    except BasisError as exc:  # unknown element symbol
         raise DataError(str(exc), path) from None
 
 
@@ -49,20 +51,17 @@ def _key(arrays: dict, key: str, path: Path):
 
 
 def _blocks(obj: Any, path: Path) -> list[np.ndarray]:
-    try:
-        return [np.asarray(b, dtype=np.float64) for b in obj]
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"blocks are not numeric arrays ({exc})", path) from None
+    if not isinstance(obj, (np.ndarray, list, tuple)) or np.ndim(obj) == 0:
+        raise DataError(f"'hblocks' is a {type(obj).__name__}, expected a list of blocks", path)
+    out = [numeric_array(b, path, f"block {k}") for k, b in enumerate(obj)]
+    for k, b in enumerate(out):
+        if b.ndim != 2:
+            raise DataError(f"block {k} has shape {b.shape}, expected a matrix", path)
+    return out
 
 
 def _read_atoms(path: Path) -> Structure:
-    from ase.io import read as ase_read
-
-    try:
-        atoms = ase_read(path, format="extxyz")
-    except Exception as exc:  # ase raises many types for a broken xyz
-        raise DataError(f"unreadable extended xyz ({type(exc).__name__}: {exc})", path) from None
-    return Structure.from_ase(atoms)
+    return read_structure(path, format="extxyz")
 
 
 def _overlap_blocks(path: Path, st: Structure, conv: BlockConverter, ei: np.ndarray):
@@ -70,7 +69,11 @@ def _overlap_blocks(path: Path, st: Structure, conv: BlockConverter, ei: np.ndar
     s = _key(arrays, "S_MM", path)
     if isinstance(s, np.ndarray) and s.dtype == object and s.shape == ():
         s = s.item()
-    s = s.toarray() if hasattr(s, "toarray") else np.asarray(s, dtype=np.float64)
+    try:
+        s = s.toarray() if hasattr(s, "toarray") else s
+    except (ValueError, TypeError, AttributeError, IndexError) as exc:  # a sparse matrix with damaged arrays
+        raise DataError(f"S_MM is a broken sparse matrix ({type(exc).__name__}: {exc})", path) from None
+    s = numeric_array(s, path, "S_MM")
     norb = np.array([conv.n(z) for z in st.numbers])
     off = np.concatenate([[0], np.cumsum(norb)])
     if s.shape != (off[-1], off[-1]):
@@ -85,8 +88,14 @@ def _snapshot(d: Path, basis: BasisSet, energy_unit: str, cutoff: float | None, 
     check_elements(basis, st.numbers, d / "orbital_ells.json")
     conv = BlockConverter(basis, "gpaw", energy_unit, d / "hblocks_off-diagonal.npz")
     ijd = load_npz_safely(d / "ijD.npz")
-    ij = np.asarray(_key(ijd, "ij", d / "ijD.npz"), dtype=np.int64).reshape(-1, 2)
-    dv = np.asarray(_key(ijd, "D", d / "ijD.npz"), dtype=np.float64).reshape(-1, 3)
+    ij = numeric_array(_key(ijd, "ij", d / "ijD.npz"), d / "ijD.npz", "ij")
+    if np.any(ij != np.rint(ij)) or ij.size % 2:
+        raise DataError(f"'ij' must be integer pairs, got {ij.size} values of {ij.dtype}", d / "ijD.npz")
+    ij = ij.astype(np.int64).reshape(-1, 2)
+    dv = numeric_array(_key(ijd, "D", d / "ijD.npz"), d / "ijD.npz", "D")
+    if dv.size % 3:
+        raise DataError(f"'D' must be vectors [E, 3], got {dv.size} values", d / "ijD.npz")
+    dv = dv.reshape(-1, 3)
     on = _blocks(_key(load_npz_safely(d / "hblocks_on-diagonal.npz"), "hblocks", d / "hblocks_on-diagonal.npz"),
                  d / "hblocks_on-diagonal.npz")
     off = _blocks(_key(load_npz_safely(d / "hblocks_off-diagonal.npz"), "hblocks", d / "hblocks_off-diagonal.npz"),

@@ -21,9 +21,9 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from zoo.data.format import Record, Structure
-from zoo.data.importers.common import (BlockConverter, ImportSource, check_elements, complete_directions,
-                                       make_record, resolve_basis)
+from zoo.data.format import Record
+from zoo.data.importers.common import (NPZ_ERRORS, BlockConverter, ImportSource, check_elements,
+                                       complete_directions, make_record, make_structure, numeric_array, resolve_basis)
 from zoo.errors import BasisError, DataError
 from zoo.physics.basis import BasisSet, parse_shells, symbol_to_z
 
@@ -71,8 +71,7 @@ def load_graphs(path: Path) -> dict:
         arr = _GraphUnpickler(buf).load()
     except DataError:
         raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, pickle.UnpicklingError, AttributeError,
-            RuntimeError) as exc:
+    except (*NPZ_ERRORS, MemoryError) as exc:
         raise DataError(f"unreadable graph_data.npz ({type(exc).__name__}: {exc})", path) from None
     obj = arr.item() if isinstance(arr, np.ndarray) and arr.shape == () else arr
     if isinstance(obj, Mapping):
@@ -92,8 +91,18 @@ def _field(g: Any, key: str, path: Path, gid, required: bool = True):
             raise DataError(f"graph {gid}: no field {key!r}", path)
         return None
     v = g[key]
-    v = v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
-    return v
+    try:
+        v = v.detach().cpu().numpy() if hasattr(v, "detach") else v
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise DataError(f"graph {gid}: field {key!r} is not a tensor ({exc})", path) from None
+    return numeric_array(v, path, f"graph {gid}: field {key!r}")
+
+
+def _ints(v: np.ndarray, path: Path, what: str, width: int) -> np.ndarray:
+    """Integer rows of `width` from a float array (exact integers only)."""
+    if v.size % width or np.any(v != np.rint(v)) or np.any(np.abs(v) > 2**62):
+        raise DataError(f"{what} must be integers in rows of {width}, got {v.size} values", path)
+    return v.astype(np.int64)
 
 
 def _index_tables(basis: BasisSet, slots: str, elements, path: Path) -> dict[int, np.ndarray]:
@@ -131,28 +140,38 @@ def read(src: str | Path, basis: Any = None, energy_unit: str = "eV", convention
 
     def records() -> Iterator[Record]:
         for gid, g in graphs.items():
-            z = _field(g, "z", path, gid).astype(np.int64).reshape(-1)
-            pos = _field(g, "pos", path, gid).astype(np.float64).reshape(-1, 3)
-            if len(pos) != len(z):
-                raise DataError(f"graph {gid}: {len(pos)} positions for {len(z)} atoms (mismatched atom count)", path)
+            z = _field(g, "z", path, gid).reshape(-1)
+            pos = _field(g, "pos", path, gid)
+            if pos.size != 3 * z.size:
+                raise DataError(f"graph {gid}: {pos.size} position values for {len(z)} atoms x 3 "
+                                f"(mismatched atom count)", path)
             cell = _field(g, "cell", path, gid, required=False)
-            cell = np.zeros((3, 3)) if cell is None else cell.astype(np.float64).reshape(3, 3)
+            cell = np.zeros(9) if cell is None else cell
+            if cell.size != 9:
+                raise DataError(f"graph {gid}: expected a 3 x 3 cell, got {cell.size} values", path)
+            cell = cell.reshape(3, 3)
             pbc = np.full(3, abs(np.linalg.det(cell)) > 1e-8)
-            st = Structure(z, pos, cell, pbc)
+            st = make_structure(z, pos.reshape(-1, 3), cell, pbc, path)
+            z = st.numbers
             check_elements(bset, z, path)
-            ei = _field(g, "edge_index", path, gid).astype(np.int64).reshape(2, -1).T
+            ei = _ints(_field(g, "edge_index", path, gid), path, f"graph {gid}: edge_index", 2).reshape(2, -1).T
             sh = _field(g, "cell_shift", path, gid, required=False)
             if sh is None:
                 nbr = _field(g, "nbr_shift", path, gid, required=False)
-                sh = np.zeros((len(ei), 3)) if nbr is None else nbr.reshape(-1, 3) @ np.linalg.inv(cell)
-            sh = np.rint(np.asarray(sh, dtype=np.float64)).astype(np.int64).reshape(-1, 3)
+                if nbr is not None and (nbr.size % 3 or not pbc.any()):
+                    raise DataError(f"graph {gid}: nbr_shift needs [E, 3] vectors and a periodic cell", path)
+                sh = np.zeros((len(ei), 3)) if nbr is None else np.rint(nbr.reshape(-1, 3) @ np.linalg.inv(cell))
+            sh = _ints(sh, path, f"graph {gid}: cell_shift", 3).reshape(-1, 3)
             hon = _field(g, "Hon", path, gid)
             hoff = _field(g, "Hoff", path, gid)
-            nao2 = hon.shape[-1] if hon.ndim == 2 else int(np.prod(hon.shape[1:]))
+            if hon.ndim < 2 or hoff.ndim < 2 or hon.shape[1:] != hoff.shape[1:]:
+                raise DataError(f"graph {gid}: Hon {hon.shape} and Hoff {hoff.shape} must be rows of the same "
+                                f"padded block", path)
+            nao2 = int(np.prod(hon.shape[1:]))
             nao = int(round(np.sqrt(nao2)))
             if nao * nao != nao2:
                 raise DataError(f"graph {gid}: Hon rows hold {nao2} values, not a square nao_max^2", path)
-            if len(hon) != len(z) or len(hoff) != len(ei) or len(sh) != len(ei):
+            if nao == 0 or len(hon) != len(z) or len(hoff) != len(ei) or len(sh) != len(ei):
                 raise DataError(f"graph {gid}: {len(hon)} Hon rows for {len(z)} atoms, {len(hoff)} Hoff rows and "
                                 f"{len(sh)} shifts for {len(ei)} edges (mismatched counts)", path)
             if orbital_index is not None:
@@ -167,7 +186,8 @@ def read(src: str | Path, basis: Any = None, energy_unit: str = "eV", convention
                 index = _index_tables(bset, lay, np.unique(z), path)
             conv = BlockConverter(bset, convention, energy_unit, path)
             for el in np.unique(z):
-                if int(el) not in index or index[int(el)].size != conv.n(el) or index[int(el)].max() >= nao:
+                ix = index.get(int(el))
+                if ix is None or ix.size != conv.n(el) or ix.size == 0 or ix.min() < 0 or ix.max() >= nao:
                     raise DataError(f"orbital positions for Z={el} do not fit the basis {bset.name!r} "
                                     f"({conv.n(el)} orbitals) in nao_max={nao} (mismatched orbital count)", path)
 
@@ -180,8 +200,12 @@ def read(src: str | Path, basis: Any = None, energy_unit: str = "eV", convention
             s_on = s_off = None
             son = _field(g, "Son", path, gid, required=False)
             if son is not None:
+                soff = _field(g, "Soff", path, gid)
+                if son.shape != hon.shape or soff.shape != hoff.shape:
+                    raise DataError(f"graph {gid}: Son {son.shape} / Soff {soff.shape} do not match Hon {hon.shape} "
+                                    f"/ Hoff {hoff.shape}", path)
                 s_on = cut(son, z, z)
-                s_off = cut(_field(g, "Soff", path, gid), z[ei[:, 0]], z[ei[:, 1]])
+                s_off = cut(soff, z[ei[:, 0]], z[ei[:, 1]])
                 ei2, sh2, h_off, s_off = complete_directions(ei, sh, h_off, s_off)
             else:
                 ei2, sh2, h_off = complete_directions(ei, sh, h_off)

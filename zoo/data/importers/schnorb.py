@@ -9,13 +9,16 @@ those within cutoff=), image shift 0.
 from __future__ import annotations
 
 import sqlite3
+import struct
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from zoo.data.format import Record, Structure
-from zoo.data.importers.common import BlockConverter, ImportSource, check_elements, length_factor, resolve_basis
+from zoo.data.importers.common import (BlockConverter, ImportSource, check_elements, length_factor, make_structure,
+                                       numeric_array, resolve_basis)
 from zoo.errors import DataError
 from zoo.physics.basis import BasisSet
 
@@ -58,6 +61,34 @@ def _dense_to_record(name: str, st: Structure, conv: BlockConverter, h: np.ndarr
     return rec
 
 
+# ASE's database layer decodes rows lazily (SQL, JSON text, packed arrays); on a damaged file it
+# fails with whatever its decoding step meets: these, besides sqlite3's own errors
+_DB_ERRORS = (sqlite3.Error, TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
+              struct.error, zlib.error)
+
+
+def _rows(src: Path, select: str | None, limit: int | None) -> Iterator[tuple]:
+    """(id, numbers, positions, cell, pbc, data) of each row, read inside the guard against a damaged
+    database; judging the values is left to the caller."""
+    from ase.db import connect
+
+    try:
+        db = connect(str(src), type="db")
+        rows = iter(db.select(select, limit=limit) if select else db.select(limit=limit))
+    except _DB_ERRORS as exc:
+        raise DataError(f"not a readable ASE database ({type(exc).__name__}: {exc}); truncated file?", src) from None
+    while True:
+        try:
+            row = next(rows, None)
+            if row is None:
+                return
+            item = (int(row.id), row.numbers, row.positions, row.cell, row.pbc, row.data)
+        except (*_DB_ERRORS, MemoryError, RecursionError) as exc:
+            raise DataError(f"not a readable ASE database ({type(exc).__name__}: {exc}); truncated file?",
+                            src) from None
+        yield item
+
+
 def read(src: str | Path, basis: Any = "def2-svp", energy_unit: str = "hartree", length_unit: str = "angstrom",
          convention: str = "orca", cutoff: float | None = None, limit: int | None = None, select: str | None = None,
          hamiltonian_key: str = "hamiltonian", overlap_key: str | None = "overlap",
@@ -65,33 +96,28 @@ def read(src: str | Path, basis: Any = "def2-svp", energy_unit: str = "hartree",
     src = Path(src)
     if not src.is_file():
         raise DataError("no such ASE database file", src)
-    from ase.db import connect
-
     bset = resolve_basis(basis, None, src)
     lf = length_factor(length_unit, src)
     source = ImportSource(FORMAT, src, code, convention, energy_unit, length_unit=length_unit, index_base=0,
                           image_convention="explicit", level_of_theory={"source_format": FORMAT})
 
     def records() -> Iterator[Record]:
-        try:
-            db = connect(str(src), type="db")
-            rows = db.select(select, limit=limit) if select else db.select(limit=limit)
-            conv = BlockConverter(bset, convention, energy_unit, src)
-            for row in rows:
-                data = row.data
-                if hamiltonian_key not in data:
-                    raise DataError(f"row {row.id}: no data[{hamiltonian_key!r}] (keys: {sorted(data)})", src)
-                if overlap_key and overlap_key not in data:
-                    raise DataError(f"row {row.id}: no data[{overlap_key!r}] (keys: {sorted(data)}); "
-                                    f"pass overlap_key=None to import H only", src)
-                pbc = np.asarray(row.pbc, dtype=bool)
-                st = Structure(row.numbers, np.asarray(row.positions) * lf, np.asarray(row.cell) * lf, pbc)
-                if pbc.any():
-                    raise DataError(f"row {row.id}: periodic rows are not SchNOrb molecules", src)
-                check_elements(bset, st.numbers, src)
-                yield _dense_to_record(f"{src.stem}_{row.id:06d}", st, conv, data[hamiltonian_key],
-                                       data[overlap_key] if overlap_key else None, cutoff, src, row.id)
-        except sqlite3.DatabaseError as exc:
-            raise DataError(f"not a readable ASE database ({exc}); truncated file?", src) from None
+        conv = BlockConverter(bset, convention, energy_unit, src)
+        for row_id, numbers, positions, cell, pbc, data in _rows(src, select, limit):
+            if not isinstance(data, dict) or hamiltonian_key not in data:
+                keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+                raise DataError(f"row {row_id}: no data[{hamiltonian_key!r}] (keys: {keys})", src)
+            if overlap_key and overlap_key not in data:
+                raise DataError(f"row {row_id}: no data[{overlap_key!r}] (keys: {sorted(map(str, data))}); "
+                                f"pass overlap_key=None to import H only", src)
+            flags = numeric_array(pbc, src, f"row {row_id}: pbc")
+            if flags.any():
+                raise DataError(f"row {row_id}: periodic rows are not SchNOrb molecules", src)
+            st = make_structure(numbers, numeric_array(positions, src, f"row {row_id}: positions") * lf,
+                                numeric_array(cell, src, f"row {row_id}: cell") * lf, flags, src)
+            check_elements(bset, st.numbers, src)
+            h = numeric_array(data[hamiltonian_key], src, f"row {row_id}: data[{hamiltonian_key!r}]")
+            s = numeric_array(data[overlap_key], src, f"row {row_id}: data[{overlap_key!r}]") if overlap_key else None
+            yield _dense_to_record(f"{src.stem}_{row_id:06d}", st, conv, h, s, cutoff, src, row_id)
 
     return source, bset, records
