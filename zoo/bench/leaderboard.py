@@ -25,15 +25,15 @@ LOCK_TIMEOUT_S = 120.0
 #: identity columns, in display order; metrics follow
 ID_COLUMNS = ["run_id", "date", "model", "preset", "hparam_hash", "dataset", "card_hash", "level_of_theory", "seed",
               "budget", "epochs_run", "stop_reason", "partitioner", "world_size", "git_commit", "cpu", "cores",
-              "torch", "device"]
+              "threads", "torch", "device"]
 #: metrics shown by default in `zoo leaderboard` (all columns with --all)
-SUMMARY_COLUMNS = ["model", "preset", "seed", "epochs_run", "node_mae_mev", "edge_mae_mev", "total_mae_mev",
+SUMMARY_COLUMNS = ["run_id", "model", "preset", "partitioner", "budget", "seed", "epochs_run", "node_mae_mev", "edge_mae_mev", "total_mae_mev",
                    "total_std_mev", "eig_rel_l1", "eig_rel_l1_occ", "gap_err_mev", "eig_mae_window_mev",
                    "equivariance_max_mev", "params", "time_per_epoch_s", "peak_mem_mb", "infer_us_per_atom"]
 #: columns where larger is better; every other numeric metric is an error or a cost
 HIGHER_IS_BETTER: set[str] = set()
 #: numeric columns that are descriptions, not scores (never marked best)
-NOT_SCORES = {"seed", "epochs_run", "world_size", "cores", "gap_ref_ev", "n_test_atoms", "params"}
+NOT_SCORES = {"seed", "epochs_run", "world_size", "cores", "threads", "gap_ref_ev", "n_test_atoms", "params"}
 
 
 def leaderboard_path(dataset: str, directory: str | Path = "leaderboards") -> Path:
