@@ -263,7 +263,8 @@ class Trainer:
         cfg = self.cfg
         budget_s = None if cfg.time_budget_min is None else 60.0 * cfg.time_budget_min
         reason = "max_epochs"
-        total = cfg.max_epochs if cfg.max_epochs < 10**9 else None  # time budget only: open-ended bar
+        # a time budget with a nominal epoch cap (presets use 100000) is open-ended: no bogus ETA
+        total = None if cfg.time_budget_min is not None and cfg.max_epochs >= 10_000 else cfg.max_epochs
         bar = tqdm(total=total, initial=min(self.epoch, cfg.max_epochs), desc="train", unit="epoch",
                    disable=self.quiet or not self.ctx.is_main, dynamic_ncols=True)
         try:
