@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from zoo.data.format import Structure
-from zoo.data.validate import MAX_COORD, MIN_DISTANCE, check_self_images
+from zoo.data.validate import validate_structure
 from zoo.errors import DataError
 
-MAX_Z = 118
 MAX_PROPERTY_COLUMNS = 1000  # per extxyz property; real files have 1 to 9
 
 
@@ -122,30 +121,7 @@ def check_structure(atoms, path: str | Path | None = None) -> Structure:
         st = atoms if isinstance(atoms, Structure) else Structure.from_ase(atoms)
     except (ValueError, TypeError, AttributeError) as exc:
         raise DataError(f"not a structure ({type(exc).__name__}: {exc})", path) from None
-    if st.n_atoms == 0:
-        raise DataError("structure has no atoms", path)
-    bad_z = np.flatnonzero((st.numbers < 1) | (st.numbers > MAX_Z))
-    if bad_z.size:
-        raise DataError(f"{bad_z.size} atom(s) with no element (atomic number {int(st.numbers[bad_z[0]])})", path)
-    for name, arr in (("positions", st.positions), ("cell", st.cell)):
-        if not np.all(np.isfinite(arr)):
-            raise DataError(f"{name} contain NaN or inf", path)
-        if np.abs(arr).max(initial=0.0) > MAX_COORD:
-            raise DataError(f"{name} exceed {MAX_COORD:g} A (corrupt numbers?)", path)
-    if st.pbc.any():
-        vol = abs(float(np.linalg.det(st.cell)))
-        if vol < 1e-8:
-            raise DataError("periodic structure with a degenerate cell (zero volume)", path)
-        check_self_images(st.cell, st.pbc, path)
-    _check_overlaps(st, path)
+    validate_structure(st, path)
     return st
 
 
-def _check_overlaps(st: Structure, path) -> None:
-    from ase.neighborlist import neighbor_list
-
-    i, j, d = neighbor_list("ijd", st.to_ase(), MIN_DISTANCE)
-    if i.size:
-        k = int(np.argmin(d))
-        raise DataError(f"overlapping atoms: {i.size // 2} pair(s) closer than {MIN_DISTANCE} A "
-                        f"(atoms {i[k]} and {j[k]} at {d[k]:.3f} A)", path)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from ase import Atoms
 from ase.neighborlist import neighbor_list
 
-from zoo.data.format import Record
+from zoo.data.format import Record, Structure
 from zoo.data.graph import check_cell_for_cutoff, perpendicular_widths
 from zoo.errors import BasisError, DataError
 
+MAX_Z = 118  # heaviest element with a symbol
 MIN_DISTANCE = 0.5  # Angstrom; closer atoms are "overlapping" (a broken structure, not physics)
 MAX_COORD = 1e5  # Angstrom; larger coordinates are corrupt (and the neighbour search time grows with the extent)
 
@@ -24,22 +24,38 @@ def check_self_images(cell: np.ndarray, pbc: np.ndarray, path=None) -> None:
                         f"is below {MIN_DISTANCE} A", path)
 
 
-def validate_record(rec: Record, path=None, cutoff: float | None = None, image_convention: str = "explicit") -> None:
-    """Structure and block consistency. Raises DataError(fault, path) on the first fault."""
-    n = rec.n_atoms
+def validate_structure(st: Structure, path=None) -> None:
+    """Atoms-only checks shared by records and users' structure files: atoms present, real
+    elements, finite and sane coordinates, a non-degenerate cell thick enough to hold an atom
+    without meeting its own image, no overlapping atoms."""
+    n = st.n_atoms
     if n == 0:
         raise DataError("structure has no atoms", path)
-    bad_z = np.flatnonzero((rec.numbers < 1) | (rec.numbers > 118))
+    bad_z = np.flatnonzero((st.numbers < 1) | (st.numbers > MAX_Z))
     if bad_z.size:
-        raise DataError(f"{bad_z.size} atom(s) with an atomic number outside 1..118 "
-                        f"(atom {bad_z[0]}: Z={int(rec.numbers[bad_z[0]])})", path)
-    if rec.positions.shape != (n, 3):
-        raise DataError(f"positions have shape {rec.positions.shape}, expected ({n}, 3)", path)
-    for name, arr in (("positions", rec.positions), ("cell", rec.cell)):
+        raise DataError(f"{bad_z.size} atom(s) with no element: atomic number outside 1..{MAX_Z} "
+                        f"(atom {bad_z[0]}: Z={int(st.numbers[bad_z[0]])})", path)
+    if st.positions.shape != (n, 3):
+        raise DataError(f"positions have shape {st.positions.shape}, expected ({n}, 3)", path)
+    for name, arr in (("positions", st.positions), ("cell", st.cell)):
         if not np.all(np.isfinite(arr)):
             raise DataError(f"{name} contain NaN or inf", path)
         if np.abs(arr).max(initial=0.0) > MAX_COORD:
             raise DataError(f"{name} exceed {MAX_COORD:g} A (corrupt numbers?)", path)
+    if st.pbc.any() and abs(np.linalg.det(st.cell)) < 1e-8:
+        raise DataError("periodic structure with a degenerate cell (zero volume)", path)
+    check_self_images(st.cell, st.pbc, path)
+    i, j, d = neighbor_list("ijd", st.to_ase(), MIN_DISTANCE)
+    if i.size:
+        k = int(np.argmin(d))
+        raise DataError(f"overlapping atoms: {i.size // 2} pair(s) closer than {MIN_DISTANCE} A "
+                        f"(atoms {i[k]} and {j[k]} at {d[k]:.3f} A)", path)
+
+
+def validate_record(rec: Record, path=None, cutoff: float | None = None, image_convention: str = "explicit") -> None:
+    """Structure and block consistency. Raises DataError(fault, path) on the first fault."""
+    n = rec.n_atoms
+    validate_structure(rec.structure, path)
     try:
         norb = rec.norb
     except BasisError as exc:
@@ -77,14 +93,5 @@ def validate_record(rec: Record, path=None, cutoff: float | None = None, image_c
             raise DataError(f"{label} contains NaN/inf ({bad_on} on-site, {bad_off} edge values)", path)
         if rec.spinful != np.iscomplexobj(on) and rec.spinful:
             raise DataError(f"spinful record with real {label} blocks", path)
-    atoms = Atoms(numbers=rec.numbers, positions=rec.positions, cell=rec.cell, pbc=rec.pbc)
-    if rec.pbc.any() and abs(np.linalg.det(rec.cell)) < 1e-8:
-        raise DataError("periodic structure with a degenerate cell", path)
-    check_self_images(rec.cell, rec.pbc, path)
-    i, j, d = neighbor_list("ijd", atoms, MIN_DISTANCE)
-    if i.size:
-        k = int(np.argmin(d))
-        raise DataError(f"overlapping atoms: {i.size // 2} pair(s) closer than {MIN_DISTANCE} A "
-                        f"(atoms {i[k]} and {j[k]} at {d[k]:.3f} A)", path)
     if cutoff is not None and image_convention == "gamma-folded" and rec.pbc.any():
         check_cell_for_cutoff(rec.cell, rec.pbc, cutoff, path)

@@ -26,14 +26,13 @@ from ase.data import chemical_symbols
 
 from zoo.data.format import Dataset, DatasetWriter, Record, Structure
 from zoo.data.graph import edge_vectors_np, perpendicular_widths
-from zoo.data.validate import validate_record
+from zoo.data.validate import MAX_Z, validate_record
 from zoo.errors import BasisError, ConventionError, DataError, ZooError
 from zoo.physics.basis import BasisSet, get_basis, parse_shells, symbol_to_z
 from zoo.physics.conventions import get_convention, orbital_permutation
 from zoo.physics.units import LENGTH_TO_ANGSTROM, energy_factor
 
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
-MAX_Z = 118
 MAX_L = 6  # no basis in use goes beyond i shells; a larger l is a corrupt file
 MAX_SHELLS = 64  # per element; the largest real bases have about 30
 
