@@ -16,7 +16,7 @@ from tests.conftest import write_toy_dataset
 from zoo.bench.trainer import load_checkpoint
 from zoo.cli.main import main
 
-EPOCHS = 12
+EPOCHS = 40
 
 
 def bench_args(ds, runs, lb):
@@ -33,7 +33,7 @@ def test_sigkill_at_random_point_then_resume(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "zoo.cli.main", *bench_args(ds, tmp_path / "b", tmp_path / "lbb")],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rng = random.Random(os.getpid())
-    target_epoch = rng.randint(1, EPOCHS - 3)
+    target_epoch = rng.randint(1, EPOCHS // 3)  # far from the end, so the kill lands mid-training
     deadline = time.time() + 120
     ckpt = None
     while time.time() < deadline and proc.poll() is None:
@@ -46,7 +46,7 @@ def test_sigkill_at_random_point_then_resume(tmp_path):
             except Exception:  # the file is being replaced right now; atomic rename means retry is safe
                 pass
         time.sleep(0.05)
-    time.sleep(rng.uniform(0.0, 0.2))  # a random point inside the next epoch
+    time.sleep(rng.uniform(0.0, 0.05))  # a random point inside the next epoch or two
     assert proc.poll() is None, "the run finished before it could be killed; raise EPOCHS"
     proc.send_signal(signal.SIGKILL)
     proc.wait()

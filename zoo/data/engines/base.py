@@ -50,11 +50,15 @@ class Engine(ABC):
     name: str = ""
     convention: str = "internal"
     basis_name: str = ""
+    #: Python package the engine drives (engines driving a binary override `available`)
+    package: str = ""
 
     @classmethod
-    @abstractmethod
     def available(cls) -> bool:
         """True when the code can run here (package importable / binary on PATH)."""
+        from importlib.util import find_spec
+
+        return bool(cls.package) and find_spec(cls.package) is not None
 
     @abstractmethod
     def level_of_theory(self) -> dict:

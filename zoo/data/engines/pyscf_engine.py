@@ -16,6 +16,7 @@ from zoo.data.format import Structure
 
 class PySCFEngine(Engine):
     name = "pyscf"
+    package = "pyscf"
     convention = "pyscf"
     basis_name = "def2-svp"
 
@@ -26,12 +27,6 @@ class PySCFEngine(Engine):
         self.conv_tol = float(conv_tol)
         self.max_cycle = int(max_cycle)
         self.grid_level = int(grid_level)
-
-    @classmethod
-    def available(cls) -> bool:
-        from importlib.util import find_spec
-
-        return find_spec("pyscf") is not None
 
     def level_of_theory(self) -> dict:
         from importlib.metadata import version

@@ -30,6 +30,7 @@ class TBLiteEngine(Engine):
     """
 
     name = "tblite"
+    package = "tblite"
     convention = "xtb"
     basis_name = "gfn1-xtb"
 
@@ -41,12 +42,6 @@ class TBLiteEngine(Engine):
         self.temperature_k = float(temperature_k)
         self.max_iter = int(max_iter)
         self.accuracy = float(accuracy)
-
-    @classmethod
-    def available(cls) -> bool:
-        from importlib.util import find_spec
-
-        return find_spec("tblite") is not None
 
     def level_of_theory(self) -> dict:
         from importlib.metadata import version

@@ -540,3 +540,16 @@ def load_npz_safely(path: Path) -> dict[str, Any]:
     except MemoryError:
         raise DataError("unreadable .npz (a header asks for more memory than there is); corrupt file", path) from None
     return out
+
+
+def source_dirs(src: Path, is_source: Callable[[Path], bool], required: Sequence[str], what: str) -> list[Path]:
+    """`src` itself if it is one source directory, else its sub-directories that are (sorted);
+    a DataError naming `src` and the missing files when there are none."""
+    if not src.exists():
+        raise DataError("source does not exist", src)
+    dirs = [src] if is_source(src) else sorted(p for p in src.iterdir() if p.is_dir() and is_source(p)) \
+        if src.is_dir() else []
+    if not dirs:
+        missing = [f for f in required if not (src / f).is_file()]
+        raise DataError(f"not a {what} directory (missing {missing}) and no sub-directory is one", src)
+    return dirs

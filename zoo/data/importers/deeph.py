@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from zoo.data.format import Record
-from zoo.data.importers.common import (BlockConverter, ImportSource, check_elements, check_numbers,
+from zoo.data.importers.common import (source_dirs, BlockConverter, ImportSource, check_elements, check_numbers,
                                        complete_directions, h5_array, h5_keys, h5_open, load_json, load_txt,
                                        make_record, make_structure, read_text, resolve_basis)
 from zoo.errors import BasisError, DataError
@@ -157,13 +157,7 @@ def _record(d: Path, basis: BasisSet, energy_unit: str, convention: str, index_b
 def read(src: str | Path, basis: Any = None, energy_unit: str = "eV", convention: str = "openmx",
          index_base: int = 1, code: str = "OpenMX (via DeepH)") -> tuple[ImportSource, BasisSet, Callable[[], Iterator[Record]]]:
     src = Path(src)
-    if not src.exists():
-        raise DataError("source does not exist", src)
-    dirs = [src] if _is_dir(src) else sorted(p for p in src.iterdir() if p.is_dir() and _is_dir(p)) \
-        if src.is_dir() else []
-    if not dirs:
-        missing = [f for f in REQUIRED if not (src / f).is_file()]
-        raise DataError(f"not a DeepH directory (missing {missing}) and no sub-directory is one", src)
+    dirs = source_dirs(src, _is_dir, REQUIRED, "DeepH")
     found: dict[int, tuple[int, ...]] = {}
     image_conventions = set()
     for d in dirs:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from zoo.data.format import Record, Structure
-from zoo.data.importers.common import (BlockConverter, ImportSource, check_elements, complete_directions,
+from zoo.data.importers.common import (source_dirs, BlockConverter, ImportSource, check_elements, complete_directions,
                                        cutoff_mask, load_json, load_npz_safely, make_record, numeric_array,
                                        resolve_basis)
 from zoo.data.structure_io import read_structure
@@ -143,13 +143,7 @@ def _snapshot(d: Path, basis: BasisSet, energy_unit: str, cutoff: float | None, 
 def read(src: str | Path, basis: Any = None, energy_unit: str = "eV", cutoff: float | None = None,
          code: str = "GPAW (LCAO, via gears_h)") -> tuple[ImportSource, BasisSet, Callable[[], Iterator[Record]]]:
     src = Path(src)
-    if not src.exists():
-        raise DataError("source does not exist", src)
-    dirs = [src] if _is_snapshot(src) else sorted(p for p in src.iterdir() if p.is_dir() and _is_snapshot(p)) \
-        if src.is_dir() else []
-    if not dirs:
-        missing = [f for f in REQUIRED if not (src / f).is_file()]
-        raise DataError(f"not a gears_h snapshot directory (missing {missing}) and no sub-directory is one", src)
+    dirs = source_dirs(src, _is_snapshot, REQUIRED, "gears_h snapshot")
     found: dict[int, tuple[int, ...]] = {}
     for d in dirs:
         found.update(_ells(d / "orbital_ells.json"))
