@@ -70,6 +70,18 @@ def _given(structure: Structure) -> Structure:
     return structure
 
 
+def _a_ptge2(n_atoms: int, seed: int, gfn1_steps: int = 0) -> Structure:
+    from zoo.data.covalent import amorphous_ptge2
+
+    return Structure.from_ase(amorphous_ptge2(n_atoms, seed, gfn1_steps=gfn1_steps))
+
+
+def _a_gst(n_formula: int, seed: int, gfn1_steps: int) -> Structure:
+    from zoo.data.covalent import amorphous_gst
+
+    return Structure.from_ase(amorphous_gst(n_formula, seed, gfn1_steps=gfn1_steps))
+
+
 # -- catalogue entries ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -100,6 +112,17 @@ def _plan_a_hfo2(entry: Entry, size: str, seed: int):
             tag = f"{split}-0" if not v else f"{split}-v{int(round(100 * v)):02d}"
             jobs.append((tag, split, partial(_a_hfo2, p["n_formula"], seed + 1000 * k, v)))
     return jobs
+
+
+def _plan_amorphous(recipe: Callable[..., Structure], size_key: str):
+    """Three independent cells (train / val / test) from `recipe(p[size_key], seed, **rest)`."""
+    def plan(entry: Entry, size: str, seed: int):
+        p = dict(entry.sizes[size].params)
+        n = p.pop(size_key)
+        return [(f"{split}-0", split, partial(recipe, n, seed + 1000 * k, **p))
+                for k, split in enumerate(("train", "val", "test"))]
+
+    return plan
 
 
 def _plan_c_hfo2(entry: Entry, size: str, seed: int):
@@ -137,6 +160,16 @@ _HFO2_SIZES = {
 _AMORPHOUS_NOTE = ("melt-quench (zoo.data.structures.amorphous_hfo2): random start at 9.7 g/cm^3, Langevin MD at "
                    "4000 K, linear quench to 300 K, FIRE relaxation with a Morse Hf-O / exponential-wall pair potential")
 
+_MOLECULE_SIZES = {"small": Size(10.0, {"counts": (24, 12, 12)}, "24 / 12 / 12 geometries"),
+                   "medium": Size(10.0, {"counts": (200, 100, 100)}, "200 / 100 / 100 geometries"),
+                   "paper": Size(10.0, {"counts": (500, 500, 499)}, "500 / 500 / 499 geometries (seed's Appendix B)")}
+_PTGE_NOTE = ("a-Ge melt-quench with the Ding-Andersen Stillinger-Weber potential (matscipy; 3500 K melt, quench to "
+              "300 K, FIRE), a third of the sites made Pt with no Pt-Pt bonds where possible, cell rescaled to "
+              "Vegard's volume (fcc Pt / a-Ge atomic volumes), not relaxed again (zoo.data.covalent.amorphous_ptge2)")
+_GST_NOTE = ("pair-potential melt-quench (Morse Ge-Te / Sb-Te at 2.80 / 2.95 A, cation-cation and Te-Te walls; 2500 K "
+             "melt, quench to 300 K), then fixed-cell FIRE with GFN1-xTB forces capped at gfn1_steps steps "
+             "(zoo.data.covalent.amorphous_gst)")
+
 CATALOGUE: dict[str, Entry] = {e.name: e for e in [
     Entry("a-hfo2", "amorphous HfO2 at 9.7 g/cm^3, three independent melt-quenched cells (train / val / test), "
           "elongated x = 2y = 2z", "tblite", _HFO2_SIZES, _plan_a_hfo2,
@@ -152,15 +185,27 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in [
            "paper": Size(8.0, {"repeat": 4, "per_split": 3, "rattle": 0.05}, "4x4x4, 768 atoms")},
           _plan_c_hfo2, seed=7),
     Entry("md17-h2o", "water geometries from a 500 K Langevin trajectory (GFN1-xTB forces), PBE/def2-SVP H and S",
-          "pyscf", {"small": Size(10.0, {"counts": (24, 12, 12)}, "24 / 12 / 12 geometries"),
-                    "medium": Size(10.0, {"counts": (200, 100, 100)}, "200 / 100 / 100 geometries"),
-                    "paper": Size(10.0, {"counts": (500, 500, 499)}, "500 / 500 / 499 geometries (seed's Appendix B)")},
-          _plan_md17("H2O"), seed=17, periodic=False),
+          "pyscf", _MOLECULE_SIZES, _plan_md17("H2O"), seed=17, periodic=False),
     Entry("md17-ethanol", "ethanol geometries from a 500 K Langevin trajectory (GFN1-xTB forces), PBE/def2-SVP",
-          "pyscf", {"small": Size(10.0, {"counts": (24, 12, 12)}, "24 / 12 / 12 geometries"),
-                    "medium": Size(10.0, {"counts": (200, 100, 100)}, "200 / 100 / 100 geometries"),
-                    "paper": Size(10.0, {"counts": (500, 500, 499)}, "500 / 500 / 499 geometries")},
-          _plan_md17("CH3CH2OH"), seed=18, periodic=False),
+          "pyscf", _MOLECULE_SIZES, _plan_md17("CH3CH2OH"), seed=18, periodic=False),
+    Entry("md17-malondialdehyde", "malondialdehyde (chelated enol) geometries from a 500 K Langevin trajectory "
+          "(GFN1-xTB forces), PBE/def2-SVP", "pyscf", _MOLECULE_SIZES, _plan_md17("malondialdehyde"), seed=19,
+          periodic=False),
+    Entry("md17-uracil", "uracil geometries from a 500 K Langevin trajectory (GFN1-xTB forces), PBE/def2-SVP",
+          "pyscf", _MOLECULE_SIZES, _plan_md17("uracil"), seed=20, periodic=False),
+    Entry("a-ptge", "amorphous PtGe2: Pt substituted into melt-quenched a-Ge, three independent cells "
+          "(train / val / test), elongated x = 2y = 2z", "tblite",
+          {"small": Size(6.0, {"n_atoms": 192}, "192 atoms per cell (64 Pt), 24.9 x 12.4 x 12.4 A"),
+           "medium": Size(8.0, {"n_atoms": 648}, "648 atoms per cell, 37.4 x 18.7 x 18.7 A"),
+           "paper": Size(10.0, {"n_atoms": 3000}, "3,000 atoms per cell, 62.3 x 31.1 x 31.1 A (cluster-sized build)")},
+          _plan_amorphous(_a_ptge2, "n_atoms"), seed=31, card_extra={"structures": _PTGE_NOTE}),
+    Entry("a-gst", "amorphous Ge1Sb2Te4 at 5.9 g/cm^3, three independent cells (train / val / test), "
+          "elongated x = 2y = 2z", "tblite",
+          {"small": Size(6.0, {"n_formula": 16, "gfn1_steps": 40}, "112 atoms per cell, 24.6 x 12.3 x 12.3 A"),
+           "medium": Size(9.0, {"n_formula": 64, "gfn1_steps": 40}, "448 atoms per cell, 39.0 x 19.5 x 19.5 A"),
+           "paper": Size(12.0, {"n_formula": 432, "gfn1_steps": 40},
+                         "3,024 atoms per cell, 12 A (the seed's pair cutoff), cluster-sized build")},
+          _plan_amorphous(_a_gst, "n_formula"), seed=41, card_extra={"structures": _GST_NOTE}),
 ]}
 
 

@@ -161,13 +161,13 @@ def melt_quench(atoms: Atoms, calc: Calculator, seed: int, t_melt: float = 4000.
                 relax_steps: int = 800) -> Atoms:
     """Langevin melt at t_melt, linear quench to t_final, FIRE relaxation (fixed cell)."""
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
     from ase.optimize import FIRE
 
     atoms = atoms.copy()
     atoms.calc = calc
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=t_melt, rng=rng)
+    thermalize_momenta(atoms, t_melt, rng=rng)
     dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=t_melt, friction=0.02, fixcm=False, rng=rng)
     dyn.run(melt_steps)
     for k in range(quench_steps // 50):
@@ -225,18 +225,20 @@ def network_stats(atoms: Atoms, a: str = "Hf", b: str = "O", bond_cut: float = 2
 
 def md_snapshots(name: str, n: int, seed: int, temperature_k: float = 500.0, every: int = 10,
                  timestep_fs: float = 0.5) -> list[Atoms]:
-    """n geometries of an ASE molecule (e.g. "H2O", "CH3CH2OH") from a Langevin MD trajectory
+    """n geometries of a molecule (`zoo.data.molecules.molecule_geometry`: "H2O", "CH3CH2OH",
+    "uracil", "malondialdehyde", ...) from a Langevin MD trajectory
     driven by GFN1-xTB (tblite's ASE calculator), one snapshot every `every` steps after 200
     steps of equilibration."""
-    from ase.build import molecule
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
     from tblite.ase import TBLite
 
-    atoms = molecule(name)
+    from zoo.data.molecules import molecule_geometry
+
+    atoms = molecule_geometry(name)
     atoms.calc = TBLite(method="GFN1-xTB", verbosity=0)
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=rng)
+    thermalize_momenta(atoms, temperature_k, rng=rng)
     dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature_k, friction=0.02, fixcm=False, rng=rng)
     dyn.run(200)
     out = []

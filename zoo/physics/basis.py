@@ -58,6 +58,7 @@ _NAMED: dict[str, dict[str, tuple[int, ...]]] = {
     "dzvp-molopt-sr": {
         "Ge": (0, 0, 1, 1, 2), "Sb": (0, 0, 1, 1, 2), "Te": (0, 0, 1, 1, 2),
         "H": (0, 0, 1), "O": (0, 0, 1, 1, 2), "Si": (0, 0, 1, 1, 2),
+        "Hf": (0, 0, 0, 1, 1, 2, 2, 3), "Pt": (0, 0, 0, 1, 1, 2, 2, 3),  # as BASIS_MOLOPT (CP2K 2023.1) lists them
     },
     # def2-SVP as used by MD17/SchNOrb (ORCA) and PySCF: shells listed by l, then n
     "def2-svp": {

@@ -73,7 +73,9 @@ CONVENTIONS: dict[str, Convention] = {c.name: c for c in [
           "ABACUS data: the s-p overlap of each bond is -c Y_1(r_ij) with corr -0.999 per component "
           "(tests/test_importers_realdata.py)", verified="real-data"),
     _conv("xtb", {}, source="tblite/xtb: m = -l..l", verified="engine-rotation"),
-    _conv("cp2k", {}, source="CP2K real solid harmonics, m = -l..l", verified="documentation"),
+    _conv("cp2k", {}, source="CP2K real solid harmonics, m = -l..l; checked by rotating H2O and the m-HfO2 cell "
+          "through CP2K 2023.1 itself (tests/test_engine_cp2k.py: H and S up to l = 2, S up to l = 3)",
+          verified="engine-rotation"),
     _conv("gpaw", {}, source="GPAW/gears_h real spherical harmonics, m = -l..l; checked on the WSe2 gears_h "
           "data: Se-W bond blocks s-p, p-s and s-d follow Y_l(r_ij) component by component with one sign "
           "(|corr| >= 0.99, tests/test_importers_realdata.py)", verified="real-data"),

@@ -27,6 +27,7 @@ from zoo.physics.conventions import orbital_permutation
 _ENGINES = {
     "tblite": "zoo.data.engines.tblite:TBLiteEngine",
     "pyscf": "zoo.data.engines.pyscf_engine:PySCFEngine",
+    "cp2k": "zoo.data.engines.cp2k_engine:CP2KEngine",
 }
 
 
