@@ -65,7 +65,7 @@ def _tiny_entry(bad_test: bool) -> cat.Entry:
             jobs.append(("test-0", "test", partial(cat._c_hfo2, 1, 3, 0.05, 0.0)))
         return jobs
 
-    return cat.Entry("tiny", "test entry", "tblite", {"small": cat.Size(2.4, {})}, plan)
+    return cat.Entry("tiny", "test entry", "tblite", {"small": cat.Size(2.4, {})}, plan, bond_cut=2.6)
 
 
 def test_build_fails_clearly_then_resumes(monkeypatch, tmp_path):
@@ -85,6 +85,7 @@ def test_build_fails_clearly_then_resumes(monkeypatch, tmp_path):
     prov = ds.card.provenance
     assert prov["generation_seed"] == 2024 and prov["build_cost"]["sum_structure_wall_s"] > 0
     assert prov["truncation"]["max_dropped_frac_frobenius_h"] > 0
+    assert prov["structure_stats"]["val-0"]["cn_mean"]["Hf"] == 7.0  # m-HfO2: Hf sevenfold by O
 
 
 def test_unfolded_build_has_explicit_images(monkeypatch, tmp_path):
@@ -123,8 +124,62 @@ def test_plans_name_every_split():
     assert st.n_atoms == 96 and st.pbc.all()
 
 
+def test_new_entries_plan_three_independent_cells_wide_enough_for_their_cutoff():
+    from zoo.data import covalent as cv
+    from zoo.data.structures import elongated_cell
+
+    for name in ("a-ptge", "a-gst"):
+        e = cat.CATALOGUE[name]
+        jobs = e.plan(e, "small", e.seed)
+        assert [(n, s) for n, s, _ in jobs] == [("train-0", "train"), ("val-0", "val"), ("test-0", "test")]
+        assert len({j.args[1] for _, _, j in jobs}) == 3  # three generation seeds
+        assert e.bond_cut and e.engine == "tblite"
+    # the cells' narrow widths (y = z = x / 2) must hold 2 x cutoff for Gamma folding
+    ge_vol = 72.630 * 1.66053906660 / cv.A_GE_DENSITY
+    for size, spec in cat.CATALOGUE["a-ptge"].sizes.items():
+        vol = spec.params["n_atoms"] * (cv.PT_FCC_VOLUME + 2 * ge_vol) / 3
+        assert (vol / 2) ** (1 / 3) >= 2 * spec.cutoff, size
+    for size, spec in cat.CATALOGUE["a-gst"].sizes.items():
+        nf = spec.params["n_formula"]
+        cell = elongated_cell(nf * (72.630 + 2 * 121.760 + 4 * 127.60), cv.A_GST_DENSITY)
+        assert cell[1, 1] >= 2 * spec.cutoff, size
+    for name in ("md17-malondialdehyde", "md17-uracil"):
+        assert cat.CATALOGUE[name].sizes["paper"].params["counts"] == (500, 500, 499)
+
+
+def test_cli_stats_on_a_built_dataset(fixture_ds, capsys):
+    import json
+
+    from zoo.cli.main import main
+
+    assert main(["data", "stats", str(fixture_ds.path), "--bond-cut", "2.6", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert set(stats) == {"train", "val", "test"} and stats["val"]["cn_mean"]["Hf"] == 7.0
+    assert main(["data", "stats", str(fixture_ds.path)]) == 0
+    assert "fixture-hfo2: bonds shorter than 3.0 A" in capsys.readouterr().out
+
+
+def test_stop_workers_ends_children_and_grandchildren():
+    import subprocess
+    import sys
+
+    import psutil
+
+    child = subprocess.Popen([sys.executable, "-c", "import subprocess, time; subprocess.Popen(['sleep', '60']); "
+                              "time.sleep(60)"])
+    for _ in range(100):  # wait until the grandchild exists
+        if psutil.Process(child.pid).children():
+            break
+        __import__("time").sleep(0.05)
+    grandchild = psutil.Process(child.pid).children()[0]
+    cat._stop_workers()
+    assert child.wait(timeout=10) is not None
+    assert not grandchild.is_running() or grandchild.status() == psutil.STATUS_ZOMBIE
+
+
 def test_worker_environment():
     env = cat._worker_env(2, "tblite")
     assert env["OMP_NUM_THREADS"] == str(max(1, (__import__("os").cpu_count() or 1) // 2))
     assert ("LD_PRELOAD" in env) == cat.OPENBLAS.is_file()
     assert cat._worker_env(1, "pyscf") == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    assert cat._worker_env(1, "cp2k") == {"OMP_NUM_THREADS": str(__import__("os").cpu_count() or 1)}

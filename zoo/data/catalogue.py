@@ -102,6 +102,7 @@ class Entry:
     periodic: bool = True  # periodic cells from a Gamma-point engine are stored "gamma-folded"
     engine_options: dict = field(default_factory=dict)
     card_extra: dict = field(default_factory=dict)
+    bond_cut: float | None = None  # coordination statistics in the card (zoo.data.covalent.coordination_stats)
 
 
 def _plan_a_hfo2(entry: Entry, size: str, seed: int):
@@ -173,17 +174,18 @@ _GST_NOTE = ("pair-potential melt-quench (Morse Ge-Te / Sb-Te at 2.80 / 2.95 A, 
 CATALOGUE: dict[str, Entry] = {e.name: e for e in [
     Entry("a-hfo2", "amorphous HfO2 at 9.7 g/cm^3, three independent melt-quenched cells (train / val / test), "
           "elongated x = 2y = 2z", "tblite", _HFO2_SIZES, _plan_a_hfo2,
-          card_extra={"structures": _AMORPHOUS_NOTE}),
+          card_extra={"structures": _AMORPHOUS_NOTE}, bond_cut=2.6),
     Entry("a-hfox", "amorphous HfO2-x: each a-hfo2 cell with 5 / 10 / 15 % of the O atoms removed (vacancies as removed "
           "atoms; tblite has no ghost atoms), relaxed again", "tblite",
           {k: Size(v.cutoff, {**v.params, "vacancies": (0.05, 0.10, 0.15)}, "9 cells (3 per split): " + v.note)
            for k, v in _HFO2_SIZES.items()},
-          _plan_a_hfo2, seed=2024, card_extra={"structures": _AMORPHOUS_NOTE + "; then O removed and relaxed again"}),
+          _plan_a_hfo2, seed=2024, card_extra={"structures": _AMORPHOUS_NOTE + "; then O removed and relaxed again"},
+          bond_cut=2.6),
     Entry("c-hfo2", "monoclinic HfO2 supercells, rattled (0.05 A) and strained (-1, 0, +1 %)", "tblite",
           {"small": Size(4.9, {"repeat": 2, "per_split": 3, "rattle": 0.05}, "2x2x2, 96 atoms"),
            "medium": Size(7.0, {"repeat": 3, "per_split": 3, "rattle": 0.05}, "3x3x3, 324 atoms"),
            "paper": Size(8.0, {"repeat": 4, "per_split": 3, "rattle": 0.05}, "4x4x4, 768 atoms")},
-          _plan_c_hfo2, seed=7),
+          _plan_c_hfo2, seed=7, bond_cut=2.6),
     Entry("md17-h2o", "water geometries from a 500 K Langevin trajectory (GFN1-xTB forces), PBE/def2-SVP H and S",
           "pyscf", _MOLECULE_SIZES, _plan_md17("H2O"), seed=17, periodic=False),
     Entry("md17-ethanol", "ethanol geometries from a 500 K Langevin trajectory (GFN1-xTB forces), PBE/def2-SVP",
@@ -198,14 +200,14 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in [
           {"small": Size(6.0, {"n_atoms": 192}, "192 atoms per cell (64 Pt), 24.9 x 12.4 x 12.4 A"),
            "medium": Size(8.0, {"n_atoms": 648}, "648 atoms per cell, 37.4 x 18.7 x 18.7 A"),
            "paper": Size(10.0, {"n_atoms": 3000}, "3,000 atoms per cell, 62.3 x 31.1 x 31.1 A (cluster-sized build)")},
-          _plan_amorphous(_a_ptge2, "n_atoms"), seed=31, card_extra={"structures": _PTGE_NOTE}),
+          _plan_amorphous(_a_ptge2, "n_atoms"), seed=31, card_extra={"structures": _PTGE_NOTE}, bond_cut=2.9),
     Entry("a-gst", "amorphous Ge1Sb2Te4 at 5.9 g/cm^3, three independent cells (train / val / test), "
           "elongated x = 2y = 2z", "tblite",
           {"small": Size(6.0, {"n_formula": 16, "gfn1_steps": 40}, "112 atoms per cell, 24.6 x 12.3 x 12.3 A"),
            "medium": Size(9.0, {"n_formula": 64, "gfn1_steps": 40}, "448 atoms per cell, 39.0 x 19.5 x 19.5 A"),
            "paper": Size(12.0, {"n_formula": 432, "gfn1_steps": 40},
                          "3,024 atoms per cell, 12 A (the seed's pair cutoff), cluster-sized build")},
-          _plan_amorphous(_a_gst, "n_formula"), seed=41, card_extra={"structures": _GST_NOTE}),
+          _plan_amorphous(_a_gst, "n_formula"), seed=41, card_extra={"structures": _GST_NOTE}, bond_cut=3.2),
 ]}
 
 
@@ -254,13 +256,16 @@ def ensure_built(name: str, size: str | None = None, cache: str | os.PathLike | 
 # -- building -----------------------------------------------------------------------------------
 
 def _worker_env(jobs: int, engine: str) -> dict[str, str]:
-    """Environment of the worker processes. tblite: cpus/jobs threads each, and OpenBLAS preloaded
-    when installed (the wheel bundles reference BLAS, ~8x slower; ZOO_NO_OPENBLAS=1 turns it off).
-    Other engines: one thread per worker (for PySCF on small molecules, processes beat threads,
-    and the preload made it 10x slower here)."""
+    """Environment of the worker processes. tblite and CP2K: cpus/jobs threads each; tblite also
+    gets OpenBLAS preloaded when installed (the wheel bundles reference BLAS, ~8x slower;
+    ZOO_NO_OPENBLAS=1 turns it off). PySCF: one thread per worker (on small molecules processes
+    beat threads, and the preload made it 10x slower here)."""
+    threads = str(max(1, (os.cpu_count() or 1) // max(jobs, 1)))
+    if engine == "cp2k":
+        return {"OMP_NUM_THREADS": threads}
     if engine != "tblite":
         return {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(jobs, 1)))}
+    env = {"OMP_NUM_THREADS": threads}
     if OPENBLAS.is_file() and not os.environ.get("ZOO_NO_OPENBLAS"):
         env["LD_PRELOAD"] = " ".join(x for x in (os.environ.get("LD_PRELOAD", ""), str(OPENBLAS)) if x)
         env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"]
@@ -355,6 +360,7 @@ def build(name: str, size: str | None = None, cache: str | os.PathLike | None = 
                         bar.update(1)
                 except KeyboardInterrupt:
                     pool.shutdown(wait=False, cancel_futures=True)
+                    _stop_workers()  # running jobs (and their engine binaries) would otherwise go on
                     raise
         finally:
             for k, v in saved.items():
@@ -365,8 +371,12 @@ def build(name: str, size: str | None = None, cache: str | os.PathLike | None = 
         bar.close()
         if failure is not None:
             raise failure
+        stats: dict[str, dict] = {}
         for n, _, _ in plan:
-            per_structure[n] = read_record(writer.staging / "structures" / f"{n}.h5", eng.basis()).meta
+            rec = read_record(writer.staging / "structures" / f"{n}.h5", eng.basis())
+            per_structure[n] = rec.meta
+            if entry.bond_cut:
+                stats[n] = structure_stats(rec.structure, entry.bond_cut)
         walls = [m.get("wall_s", 0.0) + m.get("structure_wall_s", 0.0) for m in per_structure.values()]
         writer.provenance = {
             "catalogue_entry": entry.name, "size": size, "size_note": spec.note, "generation_seed": entry.seed,
@@ -377,6 +387,8 @@ def build(name: str, size: str | None = None, cache: str | os.PathLike | None = 
             "truncation": _summarize(per_structure),
             "per_structure": per_structure,
         }
+        if stats:
+            writer.provenance["structure_stats"] = stats
         contamination = IMAGE_CONTAMINATION.get((entry.name, size))
         if contamination and engine_name == "tblite" and not unfold:
             writer.provenance["image_contamination"] = contamination
@@ -385,6 +397,32 @@ def build(name: str, size: str | None = None, cache: str | os.PathLike | None = 
             splits[split].append(n)
         ds = writer.finalize(splits, description=entry.description, overwrite=overwrite)
     return ds.path
+
+
+def structure_stats(structure: Structure, bond_cut: float) -> dict:
+    """Coordination per species, shortest distances per species pair, density (for cards and
+    `zoo data stats`)."""
+    from zoo.data.covalent import coordination_stats
+
+    return coordination_stats(structure.to_ase(), bond_cut)
+
+
+def _stop_workers() -> None:
+    """Terminate this process's children and their descendants (pool workers, CP2K runs)."""
+    import psutil
+
+    procs = psutil.Process().children(recursive=True)
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=5)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def _summarize(per: dict[str, dict]) -> dict:

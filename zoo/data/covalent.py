@@ -144,15 +144,15 @@ def gfn1_relax(atoms: Atoms, steps: int, fmax: float = 0.05, temperature_k: floa
 
 def coordination_stats(atoms: Atoms, bond_cut: float) -> dict:
     """Per species: mean coordination (all neighbours within bond_cut) and its histogram; the
-    shortest distance of every species pair; the density."""
+    shortest distance of every species pair; the density (periodic cells)."""
     from zoo.data.structures import density_g_cm3
 
     i, j, d = neighbor_list("ijd", atoms, max(bond_cut, 4.0))
     z = atoms.numbers
     bonded = d < bond_cut
     cn = np.bincount(i[bonded], minlength=len(atoms))
-    out: dict = {"bond_cut_A": bond_cut, "density_g_cm3": round(density_g_cm3(atoms), 4), "cn_mean": {},
-                 "cn_hist": {}, "dmin": {}}
+    density = round(density_g_cm3(atoms), 4) if atoms.pbc.all() else None  # molecules have no volume
+    out: dict = {"bond_cut_A": bond_cut, "density_g_cm3": density, "cn_mean": {}, "cn_hist": {}, "dmin": {}}
     species = sorted(set(z.tolist()))
     for za in species:
         sym = chemical_symbols[za]
