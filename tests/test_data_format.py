@@ -115,3 +115,40 @@ def test_reader_errors(tmp_path, toy_dataset):
         Dataset.open(toy_dataset)
     with pytest.raises(DataError, match="no dataset.json"):
         Dataset.open(tmp_path)
+
+
+def test_disk_full_is_a_clear_error_and_keeps_finished_files(tmp_path, monkeypatch):
+    import errno
+
+    dest = tmp_path / "ds"
+    w = DatasetWriter(dest, "x", BASIS, 4.0, {"code": "synthetic"}, keep_on_error=True)
+    w.add(rec(0))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(h5py, "File", full)
+    with pytest.raises(DataError, match=r"r1\.h5: disk full .* re-run"):
+        w.add(rec(1))
+    monkeypatch.undo()
+    files = sorted(p.name for p in (w.staging / "structures").iterdir())
+    assert files == ["r0.h5"]  # no temp file left, the finished structure kept
+    assert w.has("r0")
+
+
+def test_disk_full_on_a_real_tiny_filesystem(tmp_path):
+    """A 96 KiB tmpfs (needs root): the free-space check refuses before HDF5 (which can segfault on ENOSPC) runs."""
+    import subprocess
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        w = DatasetWriter(mnt / "ds", "x", BASIS, 4.0, {"code": "synthetic"}, keep_on_error=True)
+        big = toy_record(Structure.from_ase(tiny_hfo2(0).repeat((2, 2, 1))), BASIS, 4.0, name="big")
+        with pytest.raises(DataError, match=r"big\.h5: disk full: .* MiB free"):
+            w.add(big)
+        assert not list((w.staging / "structures").iterdir())
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

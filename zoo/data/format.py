@@ -22,6 +22,7 @@ Nothing is dense. Reading is lazy (one structure per `Dataset.read`); writing is
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -192,21 +193,48 @@ class Record:
 # -- HDF5 I/O ------------------------------------------------------------------------------
 
 def atomic_write(path: Path, writer, suffix: str = "") -> None:
-    """Call writer(tmp_path) then rename tmp onto `path`; the temp file is removed on failure."""
+    """Call writer(tmp_path) then rename tmp onto `path`; the temp file is removed on failure.
+    A full disk (or quota) becomes a DataError naming the file; the old `path`, if any, is intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        _raise_if_disk_full(exc, path)
+        raise
     try:
         writer(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            _raise_if_disk_full(exc, path)
         raise
 
 
+def _raise_if_disk_full(exc: OSError, path: Path) -> None:
+    # h5py reports ENOSPC inside its message with errno unset, hence the text check
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(exc) \
+            or "Disk quota exceeded" in str(exc):
+        raise DataError("disk full (or over quota) while writing this file; nothing half-written was kept. "
+                        "Free space and re-run: finished files are kept and the run resumes", path) from exc
+
+
 def write_record(path: str | Path, rec: Record) -> None:
-    """Write one structure file atomically (temp file in the same directory, then rename)."""
+    """Write one structure file atomically (temp file in the same directory, then rename).
+
+    Free space is checked first: HDF5 running into a full disk can crash the process on close
+    (seen with h5py 3.16, a segfault) instead of raising, so it must not get that far."""
+    path = Path(path)
+    arrays = (rec.numbers, rec.positions, rec.edge_index, rec.edge_shift, rec.h_onsite, rec.h_offsite,
+              rec.s_onsite, rec.s_offsite)
+    need = int(1.05 * sum(a.nbytes for a in arrays if a is not None)) + 256 * 1024  # data + HDF5 metadata
+    path.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise DataError(f"disk full: {free / 2**20:.1f} MiB free, this structure needs ~{need / 2**20:.1f} MiB; "
+                        f"nothing was written. Free space and re-run: finished files are kept and the run resumes", path)
 
     def _write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
