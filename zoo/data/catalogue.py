@@ -176,7 +176,7 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in [
           "elongated x = 2y = 2z", "tblite", _HFO2_SIZES, _plan_a_hfo2,
           card_extra={"structures": _AMORPHOUS_NOTE}, bond_cut=2.6),
     Entry("a-hfox", "amorphous HfO2-x: each a-hfo2 cell with 5 / 10 / 15 % of the O atoms removed (vacancies as removed "
-          "atoms; tblite has no ghost atoms), relaxed again", "tblite",
+          "atoms, not Z=0 ghosts: tblite, the default engine, has none), relaxed again", "tblite",
           {k: Size(v.cutoff, {**v.params, "vacancies": (0.05, 0.10, 0.15)}, "9 cells (3 per split): " + v.note)
            for k, v in _HFO2_SIZES.items()},
           _plan_a_hfo2, seed=2024, card_extra={"structures": _AMORPHOUS_NOTE + "; then O removed and relaxed again"},
@@ -461,19 +461,42 @@ def catalogue_table(cache: str | os.PathLike | None = None) -> list[dict]:
 
 # -- a tiny dataset for tests -----------------------------------------------------------------
 
-def build_fixture(path: str | os.PathLike, overwrite: bool = True) -> Path:
-    """Three 12-atom m-HfO2 cells (strained -1 / 0 / +1 %, rattled), GFN1-xTB, 2.4 A cutoff, in ~2 s.
+# fixture recipes per engine: (structure factory, cutoff, engine options); all run in seconds
+def _fixture_water(seed: int) -> Structure:
+    from ase.build import molecule
 
-    Real tblite H and S, train / val / test; CI-safe (no download, no cache)."""
-    from zoo.data.engines import get_engine
+    atoms = molecule("H2O")
+    atoms.rattle(0.05, seed=seed)
+    return Structure.from_ase(atoms)
 
-    eng = get_engine("tblite")
+
+_FIXTURES: dict[str, tuple[Callable[[int, float], Structure], float, dict, str]] = {
+    "tblite": (lambda k, strain: _c_hfo2(1, 100 + k, 0.05, strain), 2.4, {},
+               "m-HfO2 unit cells (12 atoms), rattle 0.05 A, strain -1 / 0 / +1 %"),
+    "pyscf": (lambda k, strain: _fixture_water(200 + k), 10.0, {}, "H2O rattled by 0.05 A"),
+    "cp2k": (lambda k, strain: _fixture_water(300 + k), 10.0,
+             {"cutoff_ry": 150.0, "rel_cutoff_ry": 30.0, "vacuum": 3.5, "eps_scf": 1e-7},
+             "H2O rattled by 0.05 A, in a box, coarse grid (150 Ry)"),
+}
+
+
+def build_fixture(path: str | os.PathLike, overwrite: bool = True, engine: str = "tblite") -> Path:
+    """A three-structure dataset (train / val / test) computed by `engine` in seconds: CI-safe
+    (no download, no cache). tblite: 12-atom m-HfO2 cells, 2.4 A cutoff (~2 s); pyscf: water
+    PBE/def2-SVP (~1 s); cp2k: water in a box on a coarse grid (~10 s)."""
+    from zoo.data.engines import EngineError, get_engine
+
+    if engine not in _FIXTURES:
+        raise EngineError(f"no fixture recipe for engine {engine!r}; known: {', '.join(sorted(_FIXTURES))}")
+    make, cutoff, options, recipe = _FIXTURES[engine]
+    eng = get_engine(engine, **options)
     path = Path(path)
-    writer = DatasetWriter(path, "fixture-hfo2", eng.basis(), 2.4, eng.level_of_theory(), image_convention="gamma-folded", overwrite=overwrite,
-                           provenance={"recipe": "zoo.data.catalogue.build_fixture: m-HfO2 unit cells, rattle 0.05 A"})
+    writer = DatasetWriter(path, f"fixture-{engine}" if engine != "tblite" else "fixture-hfo2", eng.basis(), cutoff,
+                           eng.level_of_theory(), image_convention="gamma-folded" if engine == "tblite" else "explicit",
+                           overwrite=overwrite, provenance={"recipe": f"zoo.data.catalogue.build_fixture: {recipe}"})
     with writer:
         for k, (split, strain) in enumerate((("train", -0.01), ("val", 0.0), ("test", 0.01))):
-            writer.add(eng.record(_c_hfo2(1, 100 + k, 0.05, strain), 2.4, split))
+            writer.add(eng.record(make(k, strain), cutoff, split))
         ds = writer.finalize({"train": ["train"], "val": ["val"], "test": ["test"]},
-                             description="tiny tblite HfO2 fixture for tests", overwrite=overwrite)
+                             description=f"tiny {engine} fixture for tests", overwrite=overwrite)
     return ds.path
