@@ -208,3 +208,18 @@ def test_each_installed_engine_makes_a_fixture_the_harness_trains_on(engine, tmp
     assert engine in rows[0]["level_of_theory"].lower()
     with pytest.raises(EngineError, match="no fixture recipe"):
         cat.build_fixture(tmp_path / "x", engine="vasp")
+
+
+def _explodes(seed: int):
+    raise RuntimeError("recipe blew up")
+
+
+def test_a_failing_recipe_is_a_clear_error_naming_the_structure(monkeypatch, tmp_path):
+    entry = _tiny_entry(bad_test=False)
+
+    def plan(e, size, seed):
+        return entry.plan(e, size, seed)[:2] + [("test-0", "test", partial(_explodes, 1))]
+
+    monkeypatch.setitem(cat.CATALOGUE, "tiny", cat.Entry("tiny", "x", "tblite", entry.sizes, plan))
+    with pytest.raises(ZooError, match="structure 'test-0' failed: RuntimeError: recipe blew up.*re-run to resume"):
+        cat.build("tiny", cache=tmp_path, progress=False)

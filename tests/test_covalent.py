@@ -80,3 +80,31 @@ def test_gfn1_relaxation_lowers_gst_coordination():
     r = cv.gfn1_relax(a, 25)
     before, after = cv.coordination_stats(a, 3.2), cv.coordination_stats(r, 3.2)
     assert after["cn_mean"]["Ge"] < before["cn_mean"]["Ge"]
+
+
+def test_relaxation_stops_at_the_last_good_geometry_when_the_scc_fails():
+    from ase.calculators.calculator import CalculationFailed
+    from ase.calculators.emt import EMT
+
+    class FailsOnFourthCall(EMT):
+        calls = 0
+        seen: list = []
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+            FailsOnFourthCall.calls += 1
+            if FailsOnFourthCall.calls == 4:
+                raise CalculationFailed("SCF not converged in 300 cycles")
+            super().calculate(atoms, properties, system_changes)
+            FailsOnFourthCall.seen.append(atoms.positions.copy())
+
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    cu.rattle(0.1, seed=1)
+    out = cv.gfn1_relax(cu, 10, calc=FailsOnFourthCall())
+    assert FailsOnFourthCall.calls == 4
+    assert np.allclose(out.get_scaled_positions(), _wrapped(FailsOnFourthCall.seen[-1], cu.cell))
+
+
+def _wrapped(pos, cell):
+    from ase import Atoms
+
+    return Atoms("Cu" * len(pos), positions=pos, cell=cell, pbc=True).get_scaled_positions()

@@ -351,9 +351,10 @@ def build(name: str, size: str | None = None, cache: str | os.PathLike | None = 
                         n = futures[fut]
                         try:
                             rec = fut.result()
-                        except ZooError as exc:
+                        except Exception as exc:  # engine, structure recipe or worker failure: name the structure
+                            what = str(exc) if isinstance(exc, ZooError) else f"{type(exc).__name__}: {exc}"
                             failure = failure or ZooError(
-                                f"building {card_name}: structure {n!r} failed: {exc}. Finished structures are kept "
+                                f"building {card_name}: structure {n!r} failed: {what}. Finished structures are kept "
                                 f"in {writer.staging}; re-run to resume")
                             continue
                         writer.add(rec)

@@ -129,14 +129,29 @@ def amorphous_gst(n_formula: int, seed: int, density: float = A_GST_DENSITY, gfn
     return gfn1_relax(out, gfn1_steps) if gfn1_steps else out
 
 
-def gfn1_relax(atoms: Atoms, steps: int, fmax: float = 0.05, temperature_k: float = 1000.0) -> Atoms:
-    """Fixed-cell FIRE with GFN1-xTB forces (tblite), at most `steps` steps."""
+def gfn1_relax(atoms: Atoms, steps: int, fmax: float = 0.05, temperature_k: float = 1000.0, calc=None) -> Atoms:
+    """Fixed-cell FIRE with GFN1-xTB forces (tblite), at most `steps` steps; ends early at the
+    last good geometry if the SCC fails to converge on the way."""
+    from ase.calculators.calculator import CalculationFailed
     from ase.optimize import FIRE
     from tblite.ase import TBLite
 
     work = atoms.copy()
-    work.calc = TBLite(method="GFN1-xTB", electronic_temperature=temperature_k, max_iterations=300, verbosity=0)
-    FIRE(work, logfile=None).run(fmax=fmax, steps=steps)
+    work.calc = calc or TBLite(method="GFN1-xTB", electronic_temperature=temperature_k, max_iterations=300,
+                               verbosity=0)  # `calc`: another ASE calculator (tests)
+    opt = FIRE(work, logfile=None)
+    last = work.positions.copy()
+
+    def remember() -> None:  # observers run after a successful force call, before the step
+        last[:] = work.positions
+
+    opt.attach(remember, interval=1)
+    try:
+        opt.run(fmax=fmax, steps=steps)
+    except CalculationFailed:
+        # a FIRE step can land where the SCC does not converge (seen once in 40 steps of a-GST):
+        # the relaxation ends at the last geometry whose forces were computed
+        work.positions = last
     work.wrap()
     out = work.copy()
     out.calc = None
