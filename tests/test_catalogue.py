@@ -223,3 +223,24 @@ def test_a_failing_recipe_is_a_clear_error_naming_the_structure(monkeypatch, tmp
     monkeypatch.setitem(cat.CATALOGUE, "tiny", cat.Entry("tiny", "x", "tblite", entry.sizes, plan))
     with pytest.raises(ZooError, match="structure 'test-0' failed: RuntimeError: recipe blew up.*re-run to resume"):
         cat.build("tiny", cache=tmp_path, progress=False)
+
+
+def test_concurrent_builds_of_one_dataset_take_turns(monkeypatch, tmp_path):
+    """Two builders of the same dataset: the second waits on the lock, then finds it built."""
+    import threading
+
+    from filelock import FileLock
+
+    monkeypatch.setitem(cat.CATALOGUE, "tiny", _tiny_entry(bad_test=False))
+    dest = cat.dataset_path("tiny", cache=tmp_path)
+    dest.parent.mkdir(parents=True)
+    held = FileLock(str(dest.parent / ".small.lock"))
+    held.acquire()  # "another process" is building
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("path", cat.build("tiny", cache=tmp_path, progress=False)))
+    t.start()
+    t.join(timeout=2)
+    assert t.is_alive() and not cat.is_built("tiny", cache=tmp_path)  # waiting, not building beside it
+    held.release()
+    t.join(timeout=120)
+    assert result["path"] == dest and cat.is_built("tiny", cache=tmp_path)

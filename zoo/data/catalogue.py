@@ -313,7 +313,32 @@ def build(name: str, size: str | None = None, cache: str | os.PathLike | None = 
 
     `unfold=True` (periodic entries): explicit per-image blocks from one run on a supercell whose
     widths reach cutoff + unfold_margin (zoo.data.engines.base.unfolded_record), stored beside
-    the folded build as <name>/<size>-unfolded, card name "<name>+unfolded[@size]"."""
+    the folded build as <name>/<size>-unfolded, card name "<name>+unfolded[@size]".
+
+    One builder per dataset directory: a second process (e.g. two `zoo bench` runs started
+    together on an unbuilt dataset) waits on a file lock, then finds the finished dataset."""
+    import sys
+
+    from filelock import FileLock, Timeout
+
+    entry, size = parse_name(name, size)
+    dest = dataset_path(entry.name, size, cache, unfolded=unfold and entry.periodic)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(dest.parent / f".{dest.name}.lock"))
+    try:
+        lock.acquire(timeout=0.5)
+    except Timeout:
+        if progress:
+            print(f"{entry.name}: another process is building {dest}; waiting for it", file=sys.stderr)
+        lock.acquire()
+    try:
+        return _build_locked(name, size, cache, jobs, engine, progress, overwrite, unfold, unfold_margin)
+    finally:
+        lock.release()
+
+
+def _build_locked(name: str, size: str | None, cache, jobs: int, engine: str | None, progress: bool, overwrite: bool,
+                  unfold: bool, unfold_margin: float) -> Path:
     from tqdm.auto import tqdm
 
     from zoo.data.engines import get_engine
