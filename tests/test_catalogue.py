@@ -172,7 +172,7 @@ def test_stop_workers_ends_children_and_grandchildren():
             break
         __import__("time").sleep(0.05)
     grandchild = psutil.Process(child.pid).children()[0]
-    cat._stop_workers()
+    cat._stop_workers([child.pid])
     assert child.wait(timeout=10) is not None
     assert not grandchild.is_running() or grandchild.status() == psutil.STATUS_ZOMBIE
 
@@ -244,3 +244,41 @@ def test_concurrent_builds_of_one_dataset_take_turns(monkeypatch, tmp_path):
     held.release()
     t.join(timeout=120)
     assert result["path"] == dest and cat.is_built("tiny", cache=tmp_path)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupted_build_stops_its_workers(sig, tmp_path):
+    """Ctrl-C or SIGTERM during `zoo data build`: exit 130 soon, no worker left running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    env = {**os.environ, "ZOO_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "zoo.cli.main", "data", "build", "md17-h2o", "--size", "medium",
+                             "--jobs", "2", "--quiet"], env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    me = psutil.Process(proc.pid)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until the pool's workers compute
+        workers = [c for c in me.children() if "spawn_main" in " ".join(c.cmdline())]
+        if len(workers) == 2 and any((tmp_path / "md17-h2o").glob(".medium.partial/structures/*.h5")):
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the build never started its workers")
+    proc.send_signal(getattr(signal, sig))
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # a hung build must not outlive the test
+            for p in [me, *me.children(recursive=True)]:
+                p.kill()
+    assert proc.returncode == 130 and "interrupted" in err
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive
+    assert not list((tmp_path / "md17-h2o").glob(".medium.partial/structures/*.tmp"))

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from zoo import __version__
 from zoo.errors import ZooError
@@ -38,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    # SIGTERM (batch schedulers, `kill`) takes the Ctrl-C path: builds stop their workers, files stay whole
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         rc = args.func(args)
     except ZooError as exc:
@@ -46,7 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("zoo: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return int(rc or 0)
+
+
+def _terminate_as_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

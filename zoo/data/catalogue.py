@@ -385,8 +385,12 @@ def _build_locked(name: str, size: str | None, cache, jobs: int, engine: str | N
                         writer.add(rec)
                         bar.update(1)
                 except KeyboardInterrupt:
+                    # running jobs (and their engine binaries) would otherwise go on, and interpreter exit
+                    # would wait for them. ProcessPoolExecutor keeps its workers in `_processes` (pid ->
+                    # Process; since Python 3.8), which shutdown() clears: read it first.
+                    workers = list(getattr(pool, "_processes", None) or {})
                     pool.shutdown(wait=False, cancel_futures=True)
-                    _stop_workers()  # running jobs (and their engine binaries) would otherwise go on
+                    _stop_workers(workers)
                     raise
         finally:
             for k, v in saved.items():
@@ -433,11 +437,17 @@ def structure_stats(structure: Structure, bond_cut: float) -> dict:
     return coordination_stats(structure.to_ase(), bond_cut)
 
 
-def _stop_workers() -> None:
-    """Terminate this process's children and their descendants (pool workers, CP2K runs)."""
+def _stop_workers(pids: list[int]) -> None:
+    """Terminate the given processes and their descendants (pool workers and their CP2K runs)."""
     import psutil
 
-    procs = psutil.Process().children(recursive=True)
+    procs = []
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs += [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
     for p in procs:
         try:
             p.terminate()
