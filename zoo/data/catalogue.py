@@ -454,22 +454,32 @@ def structure_stats(structure: Structure, bond_cut: float) -> dict:
 
 
 def _stop_workers(pids: list[int]) -> None:
-    """Terminate the given processes and their descendants (pool workers and their CP2K runs)."""
+    """Kill the given worker processes and terminate their descendants (e.g. CP2K runs).
+
+    The workers are only signalled, never waited for here: reaping them (psutil's wait does
+    waitpid) would leave multiprocessing polling pids it can no longer wait for, and its
+    executor thread then spins forever at interpreter exit."""
     import psutil
 
-    procs = []
+    workers, descendants = [], []
     for pid in pids:
         try:
-            root = psutil.Process(pid)
-            procs += [root, *root.children(recursive=True)]
+            w = psutil.Process(pid)
+            descendants += w.children(recursive=True)
+            workers.append(w)
         except psutil.NoSuchProcess:
             pass
-    for p in procs:
+    for p in workers:
+        try:
+            p.kill()  # their results are not needed: every finished structure is already on disk
+        except psutil.NoSuchProcess:
+            pass
+    for p in descendants:
         try:
             p.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=5)
+    _, alive = psutil.wait_procs(descendants, timeout=5)  # not our children: polled, not reaped
     for p in alive:
         try:
             p.kill()
