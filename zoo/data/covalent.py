@@ -25,7 +25,7 @@ from ase import Atoms
 from ase.data import atomic_masses, atomic_numbers, chemical_symbols
 from ase.neighborlist import neighbor_list
 
-from zoo.data.structures import PairPotential, PairTerm, _wall, elongated_cell, melt_quench, random_start
+from zoo.data.structures import AMU_G, PairPotential, PairTerm, _wall, elongated_cell, melt_quench, random_start
 
 #: Stillinger-Weber for Ge, Ding & Andersen, Phys. Rev. B 34, 6987 (1986): the Si form with
 #: epsilon = 1.93 eV, sigma = 2.181 A, lambda = 31 (matscipy's parameter-dictionary layout)
@@ -109,7 +109,7 @@ def amorphous_ptge2(n_atoms: int, seed: int, gfn1_steps: int = 0, **mq) -> Atoms
         raise ValueError(f"a-PtGe2 needs a multiple of 3 atoms, got {n_atoms}")
     ge = amorphous_ge(n_atoms, seed, **mq)
     out = substitute_apart(ge, "Pt", n_atoms // 3, seed)
-    ge_volume = atomic_masses[32] * 1.66053906660 / A_GE_DENSITY  # A^3 per atom
+    ge_volume = atomic_masses[32] * AMU_G * 1e24 / A_GE_DENSITY  # A^3 per atom
     target = n_atoms * (PT_FCC_VOLUME + 2 * ge_volume) / 3
     out.set_cell(out.cell * (target / out.get_volume()) ** (1 / 3), scale_atoms=True)
     return gfn1_relax(out, gfn1_steps) if gfn1_steps else out
