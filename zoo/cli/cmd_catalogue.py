@@ -50,15 +50,13 @@ def run_list(args) -> int:
 
 def run_stats(args) -> int:
     import json
-    from pathlib import Path
 
-    from zoo.data.catalogue import CATALOGUE, dataset_path, structure_stats
+    from zoo.cli.cmd_data import resolve_dataset_path
+    from zoo.data.catalogue import CATALOGUE, structure_stats
     from zoo.data.format import Dataset
     from zoo.errors import ZooError
 
-    path = Path(args.name)
-    if not path.is_dir():
-        path = dataset_path(args.name, cache=args.cache)
+    path = resolve_dataset_path(args.name, args.cache)
     bond_cut = args.bond_cut
     if bond_cut is None:
         entry = CATALOGUE.get(args.name.split("@")[0].replace("+unfolded", ""))

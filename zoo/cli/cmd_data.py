@@ -28,8 +28,8 @@ def add_parser(sub) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
 
 
-def resolve_dataset_path(name_or_path: str):
-    """A dataset directory, or a built catalogue dataset by name."""
+def resolve_dataset_path(name_or_path: str, cache: str | None = None):
+    """A dataset directory, or a built catalogue dataset by name (in `cache`, default the usual one)."""
     from pathlib import Path
 
     path = Path(name_or_path)
@@ -39,7 +39,7 @@ def resolve_dataset_path(name_or_path: str):
         from zoo.data.catalogue import dataset_path  # filled in by the catalogue
     except ImportError:
         return path
-    return dataset_path(name_or_path)
+    return dataset_path(name_or_path, cache=cache)
 
 
 def run_info(args) -> int:
