@@ -132,6 +132,11 @@ def _ddp_worker(rank, world, port, ds_path, out):
                       MASTER_PORT=str(port), OMP_NUM_THREADS="1", ZOO_DIST_TIMEOUT_S="60",
                       GLOO_SOCKET_IFNAME="lo")
     torch.set_num_threads(1)
+    import faulthandler
+    import gc
+
+    from torch.nn.parallel import DistributedDataParallel
+
     from zoo.bench import ddp
     from zoo.data.format import Dataset
 
@@ -141,7 +146,11 @@ def _ddp_worker(rank, world, port, ds_path, out):
         cfg = TrainConfig(lr=0.01, max_epochs=2, batch_size=4, dtype="float64", grad_clip=None)
         t = Trainer(_model(ds), _graphs(ds, "train", torch.float64), _graphs(ds, "val", torch.float64), cfg, seed=5,
                     ctx=ctx, quiet=True)
+        faulthandler.dump_traceback_later(100, exit=True)  # a hang shows its stacks in the test output
         r = t.fit()
+        # fit() frees its DDP wrapper while the group is alive (a reducer freed after
+        # destroy_process_group can deadlock on the GIL, as rank 0 once did in CI)
+        assert not any(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
         if ctx.is_main:
             torch.save({"state": t.model.state_dict(), "history": r.history}, out)
     finally:

@@ -9,6 +9,7 @@ the union over ranks is the single-process batch. Only rank 0 writes files.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -49,6 +50,10 @@ def setup(device: torch.device) -> DistContext:
 
 def teardown(ctx: DistContext) -> None:
     if ctx.initialised_here and dist.is_initialized():
+        # anything still holding the group (a DDP reducer in a reference cycle) must go first:
+        # freed after destroy_process_group, it would destroy the group with the GIL held (see
+        # Trainer._unwrap_ddp)
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -10,6 +10,7 @@ checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import random
 import time
@@ -161,13 +162,7 @@ class Trainer:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.card_hash, self.meta = card_hash, dict(meta or {})
         self.spec = cfg.loss_spec()
-        self.net = self.model
-        if self.ctx.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            # element pairs absent from a rank's shard leave parameters unused in that step
-            self.net = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+        self.net = self.model  # the DDP wrapper while fit() runs distributed, else the model itself
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.opt, mode="min", factor=cfg.lr_decay, patience=cfg.patience, threshold=cfg.threshold,
@@ -267,6 +262,7 @@ class Trainer:
         total = None if cfg.time_budget_min is not None and cfg.max_epochs >= 10_000 else cfg.max_epochs
         bar = tqdm(total=total, initial=min(self.epoch, cfg.max_epochs), desc="train", unit="epoch",
                    disable=self.quiet or not self.ctx.is_main, dynamic_ncols=True)
+        self._wrap_ddp()
         try:
             while True:
                 if self.epoch >= cfg.max_epochs:
@@ -301,9 +297,31 @@ class Trainer:
                     break
         finally:
             bar.close()
+            self._unwrap_ddp()
         return TrainResult(self.epoch, reason, self.best_val, list(self.history),
                            float(np.mean([h["time_s"] for h in self.history])) if self.history else float("nan"),
                            self.elapsed)
+
+    def _wrap_ddp(self) -> None:
+        if not self.ctx.distributed or self.net is not self.model:
+            return
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # element pairs absent from a rank's shard leave parameters unused in that step
+        self.net = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+
+    def _unwrap_ddp(self) -> None:
+        """Free the DDP reducer now, while the process group is still registered.
+
+        If the reducer outlives destroy_process_group it holds the group's last reference, and
+        freeing it runs ~ProcessGroupGloo with the GIL held: that joins gloo's worker threads,
+        which may still need the GIL to release a finished collective's tensors -- a deadlock
+        seen in CI (rank 0 stuck in std::thread::join under Reducer::~Reducer).
+        """
+        if self.net is not self.model:
+            self.net = self.model
+            gc.collect()  # DDP sits in reference cycles; collect them before the group goes
 
     def use_best(self) -> None:
         """Load the weights with the best validation loss (what the test set is scored with)."""
