@@ -62,6 +62,21 @@ def test_render_marks_best_and_sorts(tmp_path):
         render(tmp_path / "missing.csv")
 
 
+def test_rows_on_different_dataset_builds_are_ranked_apart(tmp_path):
+    path = tmp_path / "lb.csv"
+    append_row(path, {"model": "a", "card_hash": "old", "total_mae_mev": 5.0})
+    append_row(path, {"model": "b", "card_hash": "new", "total_mae_mev": 9.0})
+    append_row(path, {"model": "c", "card_hash": "old", "total_mae_mev": 7.0})
+    append_row(path, {"model": "d", "card_hash": "new", "total_mae_mev": 8.0})
+    lines = render(path).splitlines()
+    assert [ln.split("|")[1].strip() for ln in lines[2:6]] == ["a", "c", "b", "d"]  # grouped by build
+    assert "**5**" in lines[2] and "**8**" in lines[5] and "**" not in lines[3] + lines[4]
+    assert "2 builds of the dataset (card_hash old, new)" in lines[-1]
+    sorted_md = render(path, sort="total_mae_mev").splitlines()
+    assert [ln.split("|")[1].strip() for ln in sorted_md[2:6]] == ["a", "c", "d", "b"]
+    assert "**" not in render(path, fmt="csv").splitlines()[0] and render(path, fmt="csv").count("*") == 2
+
+
 def test_corrupt_row_is_reported(tmp_path):
     path = tmp_path / "lb.csv"
     append_row(path, {"model": "a", "x": 1.0})

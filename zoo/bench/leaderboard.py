@@ -27,7 +27,7 @@ ID_COLUMNS = ["run_id", "date", "model", "preset", "hparam_hash", "dataset", "ca
               "budget", "epochs_run", "stop_reason", "partitioner", "world_size", "git_commit", "cpu", "cores",
               "threads", "torch", "device"]
 #: metrics shown by default in `zoo leaderboard` (all columns with --all)
-SUMMARY_COLUMNS = ["run_id", "model", "preset", "partitioner", "budget", "seed", "epochs_run", "node_mae_mev", "edge_mae_mev", "total_mae_mev",
+SUMMARY_COLUMNS = ["run_id", "model", "preset", "card_hash", "partitioner", "budget", "seed", "epochs_run", "node_mae_mev", "edge_mae_mev", "total_mae_mev",
                    "total_std_mev", "eig_rel_l1", "eig_rel_l1_occ", "gap_err_mev", "eig_mae_window_mev",
                    "equivariance_max_mev", "params", "time_per_epoch_s", "peak_mem_mb", "infer_us_per_atom"]
 #: columns where larger is better; every other numeric metric is an error or a cost
@@ -116,26 +116,35 @@ def render(path: str | Path, sort: str | None = None, fmt: str = "md", all_colum
 
         rows.sort(key=key)
     show = cols if all_columns or fmt == "csv" else [c for c in SUMMARY_COLUMNS if c in cols] or cols
-    best: dict[str, float] = {}
-    for c in show:
-        vals = [_num(r[c]) for r in rows]
-        if c in NOT_SCORES or c in ID_COLUMNS or all(v is None for v in vals):
-            continue
-        nums = [v for v in vals if v is not None]
-        best[c] = max(nums) if c in HIGHER_IS_BETTER else min(nums)
+    # rows on different builds of a dataset (card_hash) are not comparable: group them, best within each
+    builds = list(dict.fromkeys(r.get("card_hash", "") for r in rows))
+    rows.sort(key=lambda r: builds.index(r.get("card_hash", "")))  # stable: the --sort order within a build
+    best: dict[tuple[str, str], float] = {}
+    for b in builds:
+        group = [r for r in rows if r.get("card_hash", "") == b]
+        for c in show:
+            nums = [x for x in (_num(r[c]) for r in group) if x is not None]
+            if c in NOT_SCORES or c in ID_COLUMNS or not nums:
+                continue
+            best[b, c] = max(nums) if c in HIGHER_IS_BETTER else min(nums)
 
     def cell(r, c):
         v = r[c]
         x = _num(v)
         if fmt == "md" and x is not None and c not in ID_COLUMNS:
             v = f"{x:.4g}"
-        if c in best and x is not None and x == best[c]:
+        if x is not None and best.get((r.get("card_hash", ""), c)) == x:
             return f"**{v}**" if fmt == "md" else f"{v}*"
         return v
 
     table = [[cell(r, c) for c in show] for r in rows]
     if fmt == "md":
-        return tabulate(table, headers=show, tablefmt="github", disable_numparse=True)
+        text = tabulate(table, headers=show, tablefmt="github", disable_numparse=True)
+        if len(builds) > 1:
+            text += (f"\n\n{len(builds)} builds of the dataset (card_hash {', '.join(b or '-' for b in builds)}): "
+                     "rows are grouped by build and the best value is marked within each; rows on different "
+                     "builds are not comparable")
+        return text
     if fmt == "csv":
         return _line({c: c for c in show}, show) + "".join(_line(dict(zip(show, t)), show) for t in table)
     raise ZooError(f"unknown leaderboard format {fmt!r} (md or csv)")
