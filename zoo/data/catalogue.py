@@ -199,7 +199,8 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in [
           "elongated x = 2y = 2z", "tblite", _HFO2_SIZES, _plan_a_hfo2,
           card_extra={"structures": _AMORPHOUS_NOTE}, bond_cut=2.6),
     Entry("a-hfox", "amorphous HfO2-x: each a-hfo2 cell with 5 / 10 / 15 % of the O atoms removed (vacancies as removed "
-          "atoms, not Z=0 ghosts: tblite, the default engine, has none), relaxed again", "tblite",
+          "atoms with every engine: tblite has no ghost atoms, and dataset schema v1 has no Z=0 sites for CP2K's "
+          "GHOST kinds), relaxed again", "tblite",
           {k: Size(v.cutoff, {**v.params, "vacancies": (0.05, 0.10, 0.15)}, "9 cells (3 per split): " + v.note)
            for k, v in _HFO2_SIZES.items()},
           _plan_a_hfo2, seed=2024, card_extra={"structures": _AMORPHOUS_NOTE + "; then O removed and relaxed again"},
