@@ -6,8 +6,9 @@
 - a-PtGe2: "Pt substituted into amorphous Ge": one third of the a-Ge sites become Pt, chosen so
   that no two Pt are bonded where possible (crystalline PtGe2 has no Pt-Pt bonds), then the cell
   is rescaled to Vegard's volume (mean of the elemental atomic volumes, fcc Pt and a-Ge). The
-  substituted network is not relaxed again (no PyPI potential knows Pt-Ge; a GFN1 relaxation of
-  192 atoms costs ~10 min per structure here): `gfn1_steps` turns one on.
+  substituted network is not relaxed again: no PyPI potential knows Pt-Ge, and GFN1 (`gfn1_steps`
+  turns a relaxation on) still lowers a 192-atom cell by ~1.5 eV per FIRE step after 45 steps of
+  ~20 s (benchmarks/gfn1_relaxation.py, docs/datasets.md).
 - a-Ge1Sb2Te4: decorate-and-relax. A melt-quench with a pair potential of the HfO2 kind
   (Morse Ge-Te / Sb-Te bonds at the a-GST bond lengths, exponential cation-cation and Te-Te walls)
   gives a chemically ordered, overcoordinated network (rocksalt-like, Ge ~5.4, Sb ~5.1, Te ~3.9
