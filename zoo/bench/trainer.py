@@ -262,8 +262,8 @@ class Trainer:
         total = None if cfg.time_budget_min is not None and cfg.max_epochs >= 10_000 else cfg.max_epochs
         bar = tqdm(total=total, initial=min(self.epoch, cfg.max_epochs), desc="train", unit="epoch",
                    disable=self.quiet or not self.ctx.is_main, dynamic_ncols=True)
-        self._wrap_ddp()
         try:
+            self._wrap_ddp()
             while True:
                 if self.epoch >= cfg.max_epochs:
                     reason = "max_epochs"
