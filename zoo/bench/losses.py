@@ -5,9 +5,9 @@ entries (e = pred - ref; w = 1 on-site, `offdiag_weight` off-site). Keeping the 
 count apart lets distributed training normalise by the *global* count, so the gradient of
 W ranks equals the single-process gradient of the same effective batch.
 
-    mse        g = e^2,                           f(m) = m
-    mse_rmse   g = e^2,                           f(m) = m + sqrt(m)          (GEARS H)
-    focal      g = e^2 (2 sigmoid(beta|e|) - 1)^gamma,  f(m) = m             (LC-Net style focal
+    mse        g = |e|^2,                           f(m) = m
+    mse_rmse   g = |e|^2,                           f(m) = m + sqrt(m)          (GEARS H)
+    focal      g = |e|^2 (2 sigmoid(beta|e|) - 1)^gamma,  f(m) = m             (LC-Net style focal
                regression: large residuals keep full weight, already-small ones are damped)
 """
 
@@ -30,11 +30,16 @@ class LossSpec:
     focal_gamma: float = 1.0
 
 
+def abs2(e: torch.Tensor) -> torch.Tensor:
+    """|e|^2, real for complex (spinful) errors too."""
+    return e.real * e.real + e.imag * e.imag if e.is_complex() else e * e
+
+
 def _penalty(spec: LossSpec) -> Callable[[torch.Tensor], torch.Tensor]:
     if spec.name in ("mse", "mse_rmse"):
-        return lambda e: e * e
+        return abs2
     if spec.name == "focal":
-        return lambda e: e * e * (2.0 * torch.sigmoid(spec.focal_beta * e.abs()) - 1.0) ** spec.focal_gamma
+        return lambda e: abs2(e) * (2.0 * torch.sigmoid(spec.focal_beta * e.abs()) - 1.0) ** spec.focal_gamma
     raise ConfigError(f"unknown loss {spec.name!r}; known: {', '.join(LOSSES)}")
 
 

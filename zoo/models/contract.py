@@ -30,8 +30,11 @@ class Backbone(torch.nn.Module):
     #: direction messages travel along edge_index, as in torch-geometric: "source_to_target" (row 0 -> row 1,
     #: summed at row 1) or "target_to_source"; one-way partition halos are built for it
     message_flow: str = "source_to_target"
-    #: True if node outputs depend on neighbours (so node labels need a halo too)
+    #: True: returns complex (2n x 2n) blocks in the spinful layout (docs/adr/0006); False: refuses spinful data
     spinful: bool = False
+    #: True if the raw output is hermitian by construction (H_ii = H_ii^dagger, H_ji(-R) = H_ij(R)^dagger);
+    #: the contract test holds such a backbone to 1e-10. Others are hermitized by the harness.
+    hermitian: bool = False
 
     def __init__(self, info: DatasetInfo):
         super().__init__()
@@ -39,6 +42,27 @@ class Backbone(torch.nn.Module):
 
     def forward(self, batch) -> Prediction:
         raise NotImplementedError  # abstract: every backbone defines forward
+
+    # -- optional hooks (defaults: the harness's behaviour) ------------------------------------
+    def loss_terms(self, pred: Prediction, batch) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A model-owned loss as (sum, count) over this batch; the loss is `loss_outer(sum / count)`.
+
+        Keeping sum and count apart lets DDP normalise by the global count (exact gradients).
+        Return None (the default) to use the harness's masked loss from the preset's `train:`.
+        """
+        return None
+
+    def loss_outer(self, m: torch.Tensor) -> torch.Tensor:
+        """f(m) applied to the global mean m = sum / count of `loss_terms` (default: identity)."""
+        return m
+
+    def prepare(self, train_graphs) -> None:
+        """Fit statistics from the training graphs once, before training (not on resume).
+
+        Whatever it fits must live in registered buffers or parameters, so that it is saved in
+        the checkpoint's state_dict and restored with it. Default: nothing.
+        """
+        return None
 
 
 def reverse_edges(edge_index: torch.Tensor, edge_shift: torch.Tensor, n_nodes: int) -> torch.Tensor:
