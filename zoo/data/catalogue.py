@@ -176,6 +176,21 @@ def _plan_md17(molecule: str):
     return plan
 
 
+def _plan_soc(entry: Entry, size: str, seed: int):
+    """Per molecule, `counts` (train, val, test) geometries, each its own seeded displacement of the
+    reference geometry (zoo.data.engines.pyscf_soc.displaced_molecule), so no two structures coincide."""
+    from zoo.data.engines.pyscf_soc import displaced_molecule
+
+    p = entry.sizes[size].params
+    jobs = []
+    for m, mol in enumerate(p["molecules"]):
+        for k, (split, n) in enumerate(zip(("train", "val", "test"), p["counts"])):
+            for c in range(n):
+                jobs.append((f"{split}-{mol}-{c}", split,
+                             partial(displaced_molecule, mol, seed + 10_000 * k + 100 * m + c, p["rattle"])))
+    return jobs
+
+
 _HFO2_SIZES = {
     "small": Size(5.0, {"n_formula": 64}, "192 atoms per cell, 21.0 x 10.5 x 10.5 A"),
     "medium": Size(7.0, {"n_formula": 216}, "648 atoms per cell, 31.4 x 15.7 x 15.7 A"),
@@ -219,6 +234,15 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in [
           periodic=False),
     Entry("md17-uracil", "uracil geometries from a 500 K Langevin trajectory (GFN1-xTB forces), PBE/def2-SVP",
           "pyscf", _MOLECULE_SIZES, _plan_md17("uracil"), seed=20, periodic=False),
+    Entry("soc-mini", "spinful (spin-orbit) Hamiltonians of small closed-shell bromides and iodides, X2C1e-GHF/3-21G "
+          "complex Fock matrices, geometries randomly displaced from the reference", "pyscf-soc",
+          {"small": Size(10.0, {"molecules": ("HI", "HBr", "IBr", "CH3I", "CH3Br"), "counts": (3, 1, 1),
+                                "rattle": 0.05}, "5 molecules x 3 / 1 / 1 geometries (25 structures)"),
+           "medium": Size(10.0, {"molecules": ("HI", "HBr", "IBr", "I2", "Br2", "CH3I", "CH3Br"),
+                                 "counts": (20, 5, 5), "rattle": 0.05}, "7 molecules x 20 / 5 / 5 geometries")},
+          _plan_soc, seed=53, periodic=False,
+          card_extra={"structures": "reference geometries (NIST CCCBDB bond lengths) with every Cartesian coordinate "
+                                    "displaced by N(0, 0.05^2) A (zoo.data.engines.pyscf_soc.displaced_molecule)"}),
     Entry("a-ptge", "amorphous PtGe2: Pt substituted into melt-quenched a-Ge, three independent cells "
           "(train / val / test), elongated x = 2y = 2z", "tblite",
           {"small": Size(6.0, {"n_atoms": 192}, "192 atoms per cell (64 Pt), 24.9 x 12.4 x 12.4 A"),

@@ -28,6 +28,7 @@ _ENGINES = {
     "tblite": "zoo.data.engines.tblite:TBLiteEngine",
     "pyscf": "zoo.data.engines.pyscf_engine:PySCFEngine",
     "cp2k": "zoo.data.engines.cp2k_engine:CP2KEngine",
+    "pyscf-soc": "zoo.data.engines.pyscf_soc:PySCFSOCEngine",
 }
 
 
