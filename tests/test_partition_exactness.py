@@ -88,6 +88,8 @@ def _cases():
     out = []
     for name in list(list_models()) + [n for n in TEST_MODELS if n not in list_models()]:
         cls = TEST_MODELS.get(name) or model_class(name)
+        if getattr(cls, "spinful", False):
+            continue  # spinful backbones: tests/test_contract_spinful.py partitions spinful data
         layers = [1, 2] if "num_layers" in hparam_names(cls) else [None]
         out += [(name, k) for k in layers]
     return out

@@ -162,14 +162,17 @@ class Record:
         return [off[o[e]:o[e + 1]].reshape(n[ei[e, 0]], n[ei[e, 1]]) for e in range(self.n_edges)]
 
     def padded(self, layout: OrbitalLayout, which: str = "H") -> tuple[np.ndarray, np.ndarray]:
-        """(node [N, n_max, n_max], edge [E, n_max, n_max]) in the slot layout, zeros in padding."""
-        if self.spinful:
-            raise DataError("padded slot layout is defined for spinless records only; use the flat blocks")
+        """(node [N, m, m], edge [E, m, m]) in the slot layout, zeros in padding.
+
+        m = n_max for spinless records; for spinful ones m = 2 n_max, complex, each spin quadrant
+        in the spinless slot layout (docs/adr/0006, `assembly.spinful_index`).
+        """
         on, off = self._arrays(which)
         z = self.numbers
         ei = self.edge_index
-        return (pad_blocks(on, layout.index, z, z, layout.n_max),
-                pad_blocks(off, layout.index, z[ei[:, 0]], z[ei[:, 1]], layout.n_max))
+        sp = bool(self.spinful)
+        return (pad_blocks(on, layout.index, z, z, layout.n_max, spinful=sp),
+                pad_blocks(off, layout.index, z[ei[:, 0]], z[ei[:, 1]], layout.n_max, spinful=sp))
 
     # -- assembly and spectra ----------------------------------------------------------
     def matrix(self, which: str = "H", k: Sequence[float] | None = None, hermitize: bool = False):
@@ -346,6 +349,10 @@ class DatasetCard:
         """Short content hash of the card (which includes every structure file's sha256)."""
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:12]
 
+    def recipe_hash(self) -> str:
+        """Short hash of how the dataset was *made*, not of one build of it (see `recipe_hash`)."""
+        return recipe_hash(self)
+
     def layout(self) -> OrbitalLayout:
         return OrbitalLayout(self.basis, self.elements)
 
@@ -410,6 +417,32 @@ class DatasetCard:
                 self.basis.element_shells(z)
             except BasisError as exc:
                 raise DataError(str(exc), path) from None
+
+
+#: provenance keys that describe the recipe (catalogue entry, size, generation seed, fixture recipe);
+#: build costs, hosts, truncation statistics and per-structure timings are properties of one build
+RECIPE_PROVENANCE_KEYS = ("catalogue_entry", "size", "generation_seed", "recipe", "structures")
+
+
+def recipe_hash(card: DatasetCard) -> str:
+    """Short hash of what the card says about how the dataset was made.
+
+    Hashed: name, level of theory (engine, its version, method and settings), basis, cutoff,
+    image convention, overlap/spin flags, elements, split assignment, and the recipe part of the
+    provenance (`RECIPE_PROVENANCE_KEYS`). Not hashed: structure checksums, timings, hosts and
+    truncation statistics, which differ between two builds of the same recipe (float noise across
+    machines and BLAS builds). Two builds with equal recipe hashes are the same benchmark; their
+    card hashes (`DatasetCard.hash`) still tell the builds apart. A card with no recipe in its
+    provenance (an import of a user's files) is its data: the structure checksums are hashed too.
+    """
+    prov = {k: card.provenance[k] for k in RECIPE_PROVENANCE_KEYS if k in card.provenance}
+    blob = {"name": card.name, "level_of_theory": card.level_of_theory, "basis": card.basis.to_json(),
+            "cutoff": card.cutoff, "image_convention": card.image_convention, "has_overlap": card.has_overlap,
+            "spinful": card.spinful, "elements": sorted(card.elements),
+            "splits": {k: list(v) for k, v in sorted(card.splits.items())}, "provenance": prov}
+    if "catalogue_entry" not in prov and "recipe" not in prov:
+        blob["structures"] = card.structures
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 class Dataset:

@@ -4,7 +4,8 @@ Not physics to learn from, but physics to test with: blocks are built from real 
 harmonics of bond vectors through the Wigner-Eckart map, so rotating the structure rotates
 every block by Wigner-D exactly, inversion acts with parity, H is hermitian, and S is
 positive definite. Used wherever a test needs a Hamiltonian in seconds, and to write files in
-another code's convention from a known rotated structure (importer tests).
+another code's convention from a known rotated structure (importer tests). `toy_spinful_record`
+is its spinful twin (complex SOC blocks, docs/adr/0006): SU(2)-equivariant and time-reversal symmetric.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from zoo.data.graph import edge_vectors_np, neighbor_graph
 from zoo.physics.assembly import block_offsets
 from zoo.physics.basis import BasisSet
 from zoo.physics.coupling import coupling_matrix
+from zoo.physics.spin import l_dot_sigma, orbital_angular_momentum_shells, pauli
 from zoo.physics.wigner import spherical_harmonics
 
 
@@ -126,3 +128,70 @@ def toy_record(structure: Structure, basis: BasisSet, cutoff: float, name: str =
     rec.n_electrons = float(sum(norb))  # half filling
     rec.meta = {"generator": "zoo.data.synthetic.toy_record", "seed": seed}
     return rec
+
+
+def toy_spinful_record(structure: Structure, basis: BasisSet, cutoff: float, name: str = "toy-soc", seed: int = 0,
+                       overlap: bool = True, soc_onsite: float = 0.05, soc_offsite: float = 0.5) -> Record:
+    """The spinful twin of `toy_record`: complex (2n x 2n) blocks in the layout of docs/adr/0006.
+
+        H_ii = I2 (x) H0_ii + sum_shells lambda_(Z_i, shell) (L.sigma)_shell
+        H_ij = I2 (x) H0_ij + c sum_a sigma_a (x) (L_a^(i) M_ij + M_ij L_a^(j))        (i != j or R != 0)
+
+    H0 is `toy_record`'s spinless H; M is a second, independent spinless two-centre term of the
+    same kind (M_ji(-R) = M_ij(R)^T); L_a^(i) is the orbital angular momentum over atom i's shells
+    (`zoo.physics.spin`); lambda_(Z, shell) = `soc_onsite` * a fixed pseudo-random number in
+    [-1, 1) per element and shell; c = `soc_offsite`. Written as i B_a (x) sigma_a with
+    B_a = -i (L_a M + M L_a) real, the off-site term is a two-centre spin-orbit coupling.
+
+    Exact properties (the tests check them): every block rotates as D_s,i(R) H_ij D_s,j(R)^dagger
+    for proper and improper R (L.sigma and sigma.L are invariant, M and H0 rotate by Wigner-D);
+    time reversal T(H_ij) = H_ij (L and the sigma_a both flip sign under T); hermitian as a whole,
+    H_ji(-R) = H_ij(R)^dagger. S (when `overlap`) is kron(I2, S0) stored complex, as the spinful
+    format requires. n_electrons is the spinless record's (half filling of 2 sum(n_i) spin orbitals).
+    """
+    h0 = toy_record(structure, basis, cutoff, name=name, seed=seed, overlap=overlap)
+    # an independent two-centre term: the same construction under another key, no overlap needed
+    m = toy_record(structure, basis, cutoff, name=name, seed=repr(("soc", seed)), overlap=False)
+    z = structure.numbers
+    eye2 = np.eye(2)
+    sig = pauli().numpy()
+    l_ops: dict[int, np.ndarray] = {}
+    onsite_soc: dict[int, np.ndarray] = {}
+    for el in set(z.tolist()):
+        shells = basis.element_shells(el)
+        l_ops[el] = orbital_angular_momentum_shells(shells).numpy()
+        onsite_soc[el] = sum(
+            (soc_onsite * _coef("soc-onsite", seed, el, s)) * _embed_shell(l_dot_sigma([l]).numpy(), shells, s)
+            for s, l in enumerate(shells)
+        )
+
+    h_on = [np.kron(eye2, b) + onsite_soc[int(z[a])] for a, b in enumerate(h0.onsite_blocks("H"))]
+    h_off = []
+    for (i, j), b0, mb in zip(h0.edge_index, h0.edge_blocks("H"), m.edge_blocks("H")):
+        li, lj = l_ops[int(z[i])], l_ops[int(z[j])]
+        soc = sum(np.kron(sig[a], li[a] @ mb + mb @ lj[a]) for a in range(3))
+        h_off.append(np.kron(eye2, b0) + soc_offsite * soc)
+
+    def flat(blocks):
+        return np.concatenate([b.reshape(-1) for b in blocks]) if blocks else np.zeros(0, dtype=np.complex128)
+
+    rec = Record(name, structure, basis, h0.edge_index, h0.edge_shift, flat(h_on).astype(np.complex128),
+                 flat(h_off).astype(np.complex128), spinful=True, n_electrons=h0.n_electrons)
+    if overlap:
+        rec.s_onsite = flat([np.kron(eye2, b) for b in h0.onsite_blocks("S")]).astype(np.complex128)
+        rec.s_offsite = flat([np.kron(eye2, b) for b in h0.edge_blocks("S")]).astype(np.complex128)
+    rec.meta = {"generator": "zoo.data.synthetic.toy_spinful_record", "seed": seed,
+                "soc_onsite": soc_onsite, "soc_offsite": soc_offsite}
+    return rec
+
+
+def _embed_shell(op: np.ndarray, shells, s: int) -> np.ndarray:
+    """A spinful (2(2l+1))^2 operator on shell s placed into the spin-major (2n x 2n) block of all `shells`."""
+    n = sum(2 * l + 1 for l in shells)
+    o = sum(2 * l + 1 for l in shells[:s])
+    d = 2 * shells[s] + 1
+    out = np.zeros((2 * n, 2 * n), dtype=op.dtype)
+    for a in range(2):
+        for b in range(2):
+            out[a * n + o:a * n + o + d, b * n + o:b * n + o + d] = op[a * d:(a + 1) * d, b * d:(b + 1) * d]
+    return out

@@ -8,6 +8,11 @@ Fields of a graph (N atoms, E directed edges, n = layout.n_max)::
     y_node [N, n, n], y_edge [E, n, n]                  (targets, Hartree, zero padding)
     s_node, s_edge                                      (overlap, when present)
 
+Spinful data (docs/adr/0006): node_orb_mask is [N, 2n] = cat(mask, mask); y_node [N, 2n, 2n] and
+y_edge [E, 2n, 2n] are complex (complex64 for float32 graphs, complex128 for float64), spin-major
+with each quadrant in the spinless slot layout; s_node / s_edge stay spinless and real [., n, n]
+because S is spin-diagonal (kron(I2, S)): `torch_spectra.spinful_overlap_blocks` widens them.
+
 Positions and cell stay in the graph so that models compute edge vectors themselves
 (`edge_vectors`), which keeps rotation tests honest (rotate pos and cell, nothing else).
 """
@@ -22,6 +27,7 @@ import torch
 from torch_geometric.data import Batch, Data
 
 from zoo.data.format import Dataset, Record, Structure
+from zoo.errors import DataError
 from zoo.data.graph import edge_vectors_np, neighbor_graph
 from zoo.physics.basis import OrbitalLayout
 
@@ -51,20 +57,27 @@ class DatasetInfo:
         return cls(c.layout(), c.cutoff, c.spinful, c.has_overlap, c.name)
 
 
-def _mask_rows(layout: OrbitalLayout, z: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(layout.mask_table()[z])
+def _mask_rows(layout: OrbitalLayout, z: np.ndarray, spinful: bool = False) -> torch.Tensor:
+    m = layout.mask_table()[z]
+    return torch.as_tensor(np.concatenate([m, m], axis=1) if spinful else m)
+
+
+def complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The complex dtype of spinful targets for a real graph dtype (complex64 for float32, else complex128)."""
+    return torch.complex64 if dtype == torch.float32 else torch.complex128
 
 
 def structure_to_data(structure: Structure, layout: OrbitalLayout, cutoff: float,
-                      dtype: torch.dtype = torch.float32) -> Data:
-    """Graph of a bare structure (no targets) for prediction."""
+                      dtype: torch.dtype = torch.float32, spinful: bool = False) -> Data:
+    """Graph of a bare structure (no targets) for prediction; `spinful` doubles the orbital mask."""
     for z in np.unique(structure.numbers):
         layout.check_element(int(z))
     ei, sh = neighbor_graph(structure.numbers, structure.positions, structure.cell, structure.pbc, cutoff)
-    return _make(structure, ei, sh, layout, dtype)
+    return _make(structure, ei, sh, layout, dtype, spinful)
 
 
-def _make(structure: Structure, ei: np.ndarray, sh: np.ndarray, layout: OrbitalLayout, dtype) -> Data:
+def _make(structure: Structure, ei: np.ndarray, sh: np.ndarray, layout: OrbitalLayout, dtype,
+          spinful: bool = False) -> Data:
     n, e = structure.n_atoms, ei.shape[0]
     return Data(
         z=torch.as_tensor(structure.numbers, dtype=torch.long),
@@ -72,7 +85,7 @@ def _make(structure: Structure, ei: np.ndarray, sh: np.ndarray, layout: OrbitalL
         cell=torch.as_tensor(structure.cell, dtype=dtype).unsqueeze(0),
         edge_index=torch.as_tensor(ei.T.copy(), dtype=torch.long).reshape(2, e),
         edge_shift=torch.as_tensor(sh, dtype=dtype).reshape(e, 3),
-        node_orb_mask=_mask_rows(layout, structure.numbers),
+        node_orb_mask=_mask_rows(layout, structure.numbers, spinful),
         node_label_mask=torch.ones(n, dtype=torch.bool),
         edge_label_mask=torch.ones(e, dtype=torch.bool),
         num_nodes=n,
@@ -87,12 +100,21 @@ def record_to_data(rec: Record, layout: OrbitalLayout, dtype: torch.dtype = torc
     if cutoff is not None:
         d = np.linalg.norm(edge_vectors_np(rec.positions, rec.cell, ei, sh), axis=1)
         keep = d < cutoff
-    data = _make(rec.structure, ei[keep], sh[keep], layout, dtype)
+    data = _make(rec.structure, ei[keep], sh[keep], layout, dtype, rec.spinful)
     yn, ye = rec.padded(layout, "H")
-    data.y_node = torch.as_tensor(yn, dtype=dtype)
-    data.y_edge = torch.as_tensor(ye[keep], dtype=dtype)
+    ydt = complex_dtype(dtype) if rec.spinful else dtype
+    data.y_node = torch.as_tensor(yn, dtype=ydt)
+    data.y_edge = torch.as_tensor(ye[keep], dtype=ydt)
     if rec.has_overlap:
         sn, se = rec.padded(layout, "S")
+        if rec.spinful:  # S is kron(I2, S) and real: keep the up-up quadrant (module doc)
+            n = layout.n_max
+            for blk in (sn, se):
+                spinless = np.zeros_like(blk)
+                spinless[:, :n, :n] = spinless[:, n:, n:] = blk[:, :n, :n].real
+                if blk.size and np.abs(blk - spinless).max() > 1e-10 * max(1.0, np.abs(blk).max()):
+                    raise DataError(f"record {rec.name!r}: the spinful overlap is not kron(I2, S) with real S")
+            sn, se = sn[:, :n, :n].real, se[:, :n, :n].real
         data.s_node = torch.as_tensor(sn, dtype=dtype)
         data.s_edge = torch.as_tensor(se[keep], dtype=dtype)
     data.name = rec.name
@@ -117,7 +139,10 @@ def edge_vectors(data: Data) -> torch.Tensor:
 
 
 def block_masks(data: Data) -> tuple[torch.Tensor, torch.Tensor]:
-    """bool [N, n, n] and [E, n, n]: which padded block entries are real orbitals."""
+    """bool [N, m, m] and [E, m, m]: which padded block entries are real orbitals.
+
+    m is the width of `node_orb_mask`: n_max, or 2 n_max for spinful graphs (the doubled mask).
+    """
     m = data.node_orb_mask
     i, j = data.edge_index
     return m[:, :, None] & m[:, None, :], m[i][:, :, None] & m[j][:, None, :]

@@ -70,12 +70,26 @@ def hermitize_matrix(m):
     return (m + m.conj().T) * 0.5
 
 
-def pad_blocks(blocks: np.ndarray, index_of: dict, z_rows: np.ndarray, z_cols: np.ndarray, n_max: int) -> np.ndarray:
+def spinful_index(index_of: dict, n_max: int) -> dict:
+    """Padded positions of each element's spinful orbitals (docs/adr/0006).
+
+    The spinful padded layout is the spinless slot layout repeated for each spin, spin-major:
+    an element's up orbitals sit at `index_of[z]`, its down orbitals at `index_of[z] + n_max`,
+    in a padded width of 2 n_max; flat spinful blocks list up orbitals (basis order) then down.
+    """
+    return {z: np.concatenate([ix, ix + n_max]) for z, ix in index_of.items()}
+
+
+def pad_blocks(blocks: np.ndarray, index_of: dict, z_rows: np.ndarray, z_cols: np.ndarray, n_max: int,
+               spinful: bool = False) -> np.ndarray:
     """Ragged flat blocks -> padded [B, n_max, n_max] in the slot layout (zeros in padding).
 
     `index_of[z]` gives the padded positions of element z's orbitals (OrbitalLayout.index);
-    block b couples an atom of element z_rows[b] with one of z_cols[b].
+    block b couples an atom of element z_rows[b] with one of z_cols[b]. With `spinful` the
+    blocks are (2 n_i x 2 n_j) spin-major and the result is [B, 2 n_max, 2 n_max] (`spinful_index`).
     """
+    if spinful:
+        index_of, n_max = spinful_index(index_of, n_max), 2 * n_max
     z_rows, z_cols = np.asarray(z_rows), np.asarray(z_cols)
     blocks = np.asarray(blocks)
     rows = np.array([len(index_of[int(z)]) for z in z_rows], dtype=np.int64)
@@ -92,8 +106,16 @@ def pad_blocks(blocks: np.ndarray, index_of: dict, z_rows: np.ndarray, z_cols: n
     return out
 
 
-def unpad_blocks(padded: np.ndarray, index_of: dict, z_rows: np.ndarray, z_cols: np.ndarray) -> np.ndarray:
-    """Inverse of `pad_blocks`: padded [B, n_max, n_max] -> ragged flat (padding dropped)."""
+def unpad_blocks(padded: np.ndarray, index_of: dict, z_rows: np.ndarray, z_cols: np.ndarray,
+                 spinful: bool = False) -> np.ndarray:
+    """Inverse of `pad_blocks`: padded [B, n_max, n_max] -> ragged flat (padding dropped).
+
+    With `spinful`, padded is [B, 2 n_max, 2 n_max] in the spinful layout (`spinful_index`).
+    """
+    if spinful:
+        if padded.shape[-1] % 2:
+            raise ValueError(f"spinful padded blocks need an even width, got {padded.shape[-1]}")
+        index_of = spinful_index(index_of, padded.shape[-1] // 2)
     z_rows, z_cols = np.asarray(z_rows), np.asarray(z_cols)
     rows = np.array([len(index_of[int(z)]) for z in z_rows], dtype=np.int64)
     cols = np.array([len(index_of[int(z)]) for z in z_cols], dtype=np.int64)

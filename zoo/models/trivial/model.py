@@ -2,28 +2,27 @@
 
 On-site blocks: per element, learned coefficients of the rotation-invariant (L=0) coupled
 irreps only. Edge blocks: each coupled irrep (L, parity (-1)^(la+lb)) of slot pair (a, b) is
-f(|r|; Zi, Zj) * Y_L(r_hat) with f linear in a Gaussian radial basis times a smooth cutoff;
+f(|r|; Zi, Zj) * Y_L(r_hat) with f linear in a Gaussian radial basis times the cosine cutoff;
 irreps whose parity differs from (-1)^L cannot be built from one vector and are zero.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from zoo.data.graph import species_index
 from zoo.data.torch_data import DatasetInfo, edge_vectors
+from zoo.errors import ConfigError
 from zoo.models.contract import Backbone, Prediction
 from zoo.models.registry import register_model
 from zoo.physics.coupling import WignerEckart
+from zoo.physics.radial import cosine_cutoff, gaussian
 from zoo.physics.wigner import spherical_harmonics
 
 
 def gaussian_basis(d: torch.Tensor, cutoff: float, n: int) -> torch.Tensor:
-    centers = torch.linspace(0.0, cutoff, n, dtype=d.dtype, device=d.device)
-    width = cutoff / n
-    env = 0.5 * (torch.cos(math.pi * (d / cutoff).clamp(max=1.0)) + 1.0)
-    return torch.exp(-((d[:, None] - centers) / width) ** 2) * env[:, None]
+    """[E, n] Gaussians on [0, cutoff] (sigma = centre spacing) times the cosine cutoff envelope."""
+    return gaussian(d, 0.0, cutoff, n) * cosine_cutoff(d, cutoff)[:, None]
 
 
 @register_model("trivial")
@@ -31,12 +30,14 @@ class TrivialTwoCentre(Backbone):
     message_passing_layers = 0
 
     def __init__(self, info: DatasetInfo, n_radial: int = 8):
+        if info.spinful:
+            raise ConfigError(f"trivial is spinless and cannot predict the spinful (SOC) blocks of dataset "
+                              f"{info.name!r}; use trivial-soc")
         super().__init__(info)
         self.we = WignerEckart(info.layout)
         self.n_radial = n_radial
         elements = list(info.elements)
-        self.register_buffer("z_index", torch.full((max(elements) + 1,), -1, dtype=torch.long), persistent=False)
-        self.z_index[torch.tensor(elements)] = torch.arange(len(elements))
+        self.register_buffer("z_index", torch.as_tensor(species_index(elements)), persistent=False)
         ne = len(elements)
         irreps = self.we.irreps
         self.ls = [ir.l for _, ir in irreps]
