@@ -5,6 +5,7 @@ Fields of a graph (N atoms, E directed edges, n = layout.n_max)::
     z [N] long, pos [N, 3], cell [1, 3, 3], edge_index [2, E] long (row 0 = i, row 1 = j),
     edge_shift [E, 3] (integer-valued, image of j), node_orb_mask [N, n] bool,
     node_label_mask [N] bool, edge_label_mask [E] bool   (False for virtual halo outputs),
+    pbc [1, 3] bool, n_electrons [1] float64             (the latter when the record has it)
     y_node [N, n, n], y_edge [E, n, n]                  (targets, Hartree, zero padding)
     s_node, s_edge                                      (overlap, when present)
 
@@ -88,6 +89,7 @@ def _make(structure: Structure, ei: np.ndarray, sh: np.ndarray, layout: OrbitalL
         node_orb_mask=_mask_rows(layout, structure.numbers, spinful),
         node_label_mask=torch.ones(n, dtype=torch.bool),
         edge_label_mask=torch.ones(e, dtype=torch.bool),
+        pbc=torch.as_tensor(np.asarray(structure.pbc, dtype=bool)).reshape(1, 3),
         num_nodes=n,
     )
 
@@ -117,6 +119,8 @@ def record_to_data(rec: Record, layout: OrbitalLayout, dtype: torch.dtype = torc
             sn, se = sn[:, :n, :n].real, se[:, :n, :n].real
         data.s_node = torch.as_tensor(sn, dtype=dtype)
         data.s_edge = torch.as_tensor(se[keep], dtype=dtype)
+    if rec.n_electrons is not None:  # for spectra in the loss (band_energy's Fermi level)
+        data.n_electrons = torch.tensor([float(rec.n_electrons)], dtype=torch.float64)
     data.name = rec.name
     return data
 

@@ -19,8 +19,9 @@ AXES = {"x": 0, "y": 1, "z": 2, "a": 0, "b": 1, "c": 2}
 
 def periodic_directions(cell: np.ndarray, edge_shift: np.ndarray, pbc=None) -> np.ndarray:
     """[3] bool: the given pbc, else the lattice directions some edge crosses (non-zero shift)."""
-    if pbc is not None:
-        return np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
+    if pbc is not None:  # a flag, [3], or a graph's [1, 3]
+        p = np.asarray(pbc, dtype=bool)
+        return np.broadcast_to(p.reshape(3) if p.size == 3 else p, (3,)).copy()
     sh = np.asarray(edge_shift).reshape(-1, 3)
     return (np.abs(sh) > 0.5).any(axis=0) if len(sh) else np.zeros(3, dtype=bool)
 
