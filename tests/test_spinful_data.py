@@ -12,7 +12,7 @@ from zoo.data.importers import deeph
 from zoo.data.synthetic import toy_record, toy_spinful_record
 from zoo.data.torch_data import DatasetInfo, block_masks, collate, record_to_data
 from zoo.errors import DataError
-from zoo.physics.assembly import pad_blocks, unpad_blocks
+from zoo.physics.assembly import assemble, pad_blocks, unpad_blocks
 from zoo.physics.basis import OrbitalLayout, get_basis
 from zoo.physics.spin import rotate_spinful, spinful_wigner, time_reverse
 from zoo.physics.wigner import random_rotation
@@ -311,3 +311,40 @@ def test_evaluate_trivial_soc(tmp_path):
     # SU(2) equivariance of the spinful model, measured with the spinful rotation
     assert metrics["equivariance_max_mev"] < 1e-8
     assert np.isrealobj(report["parity_ref"])
+
+
+def test_bench_and_predict_spinful(tmp_path):
+    """zoo bench then zoo predict on spinful data: complex 2n x 2n blocks, hermitian, equal to the model's."""
+    from zoo.bench.predict import model_from_checkpoint
+    from zoo.cli.main import main
+    from zoo.models.contract import symmetrize_prediction
+
+    ds = _write(tmp_path / "soc", spinful=True)
+    lb, runs = tmp_path / "lb", tmp_path / "runs"
+    assert main(["bench", "--model", "trivial-soc", "--dataset", str(ds.path), "--max-epochs", "2", "--quiet",
+                 "--set", "dtype=float64", "--leaderboard-dir", str(lb), "--runs-dir", str(runs)]) == 0
+    (run_dir,) = list((runs / "toy-soc").iterdir())
+    test = ds.read("s2")
+    test.structure.to_ase().write(tmp_path / "s2.xyz", format="extxyz")
+    assert main(["predict", str(run_dir / "checkpoint.pt"), str(tmp_path / "s2.xyz"), "-o", str(tmp_path / "H.npz")]) == 0
+    h = np.load(tmp_path / "H.npz")
+    assert bool(h["spinful"]) and np.iscomplexobj(h["h_onsite"])
+    np.testing.assert_array_equal(h["norb"], test.norb)
+    assert h["h_onsite"].size == int((h["norb"] ** 2).sum())
+    # the written blocks are the hermitized full-graph prediction, in the flat spinful layout
+    model, info, _ = model_from_checkpoint(run_dir / "checkpoint.pt")
+    data = record_to_data(test, info.layout, torch.float64)
+    with torch.no_grad():
+        p = symmetrize_prediction(model(data), data)
+    ei = data.edge_index.numpy()
+    z = test.numbers
+    on = unpad_blocks(p.node_blocks.numpy(), info.layout.index, z, z, spinful=True)
+    # extxyz rounds positions (~1e-10 Ha here), so compare at 1e-8
+    np.testing.assert_allclose(h["h_onsite"], on, atol=1e-8)
+    off = unpad_blocks(p.edge_blocks.numpy(), info.layout.index, z[ei[0]], z[ei[1]], spinful=True)
+    k = [0.1, -0.2, 0.3]
+    mine = assemble(test.norb, on, ei.T, data.edge_shift.numpy().round().astype(int), off, k=k).toarray()
+    written = assemble(h["norb"], h["h_onsite"], h["edge_index"], h["edge_shift"], h["h_offsite"], k=k).toarray()
+    assert np.abs(mine).max() > 1e-3
+    np.testing.assert_allclose(written, mine, atol=1e-8)
+    np.testing.assert_allclose(written, written.conj().T, atol=1e-12)

@@ -20,9 +20,14 @@ def add_parser(sub) -> None:
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=run_info)
     for mod in DATA_COMMAND_MODULES:
+        # Only a sub-command module that is itself absent from this build is skipped. An ImportError
+        # raised inside it (a missing dependency, a broken import) propagates as itself: swallowing it
+        # used to drop the sub-command, so argparse answered "invalid choice" and hid the real fault.
         try:
             m = importlib.import_module(mod)
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
             continue
         m.add_data_parsers(dsub)
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
@@ -36,8 +41,10 @@ def resolve_dataset_path(name_or_path: str, cache: str | None = None):
     if path.exists():
         return path
     try:
-        from zoo.data.catalogue import dataset_path  # filled in by the catalogue
-    except ImportError:
+        from zoo.data.catalogue import dataset_path
+    except ModuleNotFoundError as exc:  # a build without the catalogue; an ImportError inside it propagates
+        if exc.name != "zoo.data.catalogue":
+            raise
         return path
     return dataset_path(name_or_path, cache=cache)
 

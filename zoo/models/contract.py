@@ -65,25 +65,17 @@ class Backbone(torch.nn.Module):
         return None
 
 
-def reverse_edges(edge_index: torch.Tensor, edge_shift: torch.Tensor, n_nodes: int) -> torch.Tensor:
-    """[E] index of edge (j, i, -shift) for every edge (i, j, shift), or -1 where it is absent."""
-    i, j = edge_index
-    s = edge_shift.round().long()
-    span = int(s.abs().max().item()) + 1 if s.numel() else 1
-    base = 2 * span + 1
+def reverse_edges(edge_index: torch.Tensor, edge_shift: torch.Tensor, n_nodes: int | None = None) -> torch.Tensor:
+    """[E] index of edge (j, i, -shift) for every edge (i, j, shift), or -1 where it is absent.
 
-    def key(a, b, sh):
-        k = a * n_nodes + b
-        for d in range(3):
-            k = k * base + (sh[:, d] + span)
-        return k
+    The torch face of `zoo.data.graph.reverse_edge_index` (one implementation): edge_index is
+    torch-geometric's [2, E]; the result is a long tensor on edge_index's device. `n_nodes` is
+    accepted for compatibility and not needed.
+    """
+    from zoo.data.graph import reverse_edge_index
 
-    fwd = key(i, j, s)
-    rev = key(j, i, -s)
-    order = torch.argsort(fwd)
-    pos = torch.searchsorted(fwd[order], rev).clamp(max=max(len(fwd) - 1, 0))
-    found = fwd[order][pos] == rev if len(fwd) else torch.zeros(0, dtype=torch.bool)
-    return torch.where(found, order[pos], torch.full_like(pos, -1))
+    rev = reverse_edge_index(edge_index.detach().T.cpu().numpy(), edge_shift.detach().cpu().numpy())
+    return torch.from_numpy(rev).to(edge_index.device)
 
 
 def symmetrize_prediction(pred: Prediction, batch) -> Prediction:
@@ -95,3 +87,32 @@ def symmetrize_prediction(pred: Prediction, batch) -> Prediction:
     partner = edge[rev.clamp(min=0)].transpose(-1, -2).conj()
     edge = torch.where(has[:, None, None], 0.5 * (edge + partner), edge)
     return Prediction(node, edge)
+
+
+def hermiticity_error(pred: Prediction, batch, relative: bool = False) -> float:
+    """The raw output's hermiticity defect, before any symmetrization.
+
+        max( |H_ii - H_ii^dagger|,  |H_ij(R) - H_ji(-R)^dagger| )
+
+    over real-orbital entries (the batch's orbital masks; padding is ignored) of every node and of
+    every edge whose reverse (j, i, -R) is in the graph. Absolute, in the prediction's unit
+    (Hartree); with `relative`, divided by the largest |H| entry over the same entries (the output
+    scale). 0.0 for a graph without real entries.
+    """
+    from zoo.data.torch_data import block_masks
+
+    node_m, edge_m = block_masks(batch)
+    node, edge = pred.node_blocks.detach(), pred.edge_blocks.detach()
+    d_node = (node - node.transpose(-1, -2).conj()).abs()[node_m]
+    rev = reverse_edges(batch.edge_index, batch.edge_shift, batch.num_nodes)
+    has = rev >= 0
+    # edge e's mask covers (orbitals of i) x (orbitals of j); its partner's transpose has the same mask
+    d_edge = (edge[has] - edge[rev[has]].transpose(-1, -2).conj()).abs()[edge_m[has]]
+    diff = torch.cat([d_node.reshape(-1), d_edge.reshape(-1)])
+    if diff.numel() == 0:
+        return 0.0
+    err = float(diff.max())
+    if relative:
+        scale = float(torch.cat([node.abs()[node_m].reshape(-1), edge.abs()[edge_m].reshape(-1)]).max())
+        return err / scale if scale > 0 else err
+    return err

@@ -9,11 +9,24 @@ Hyper-parameters are the keyword arguments of the class's __init__ (after `info`
 keys are errors. Presets live in `presets.yaml` beside the model's module, one mapping per
 preset name (`cpu`, `paper`, ...), with the model's hyper-parameters and optional
 `train:` and `partition:` sections the harness reads.
+
+Backbones are found in two places, both imported on first registry use: the built-in
+packages (`BUILTIN_MODULES`) and the entry-point group `zoo.backbones` of every installed
+distribution, so a user's own package adds a backbone without editing zoo:
+
+    [project.entry-points."zoo.backbones"]
+    mynet = "mypkg.mynet"            # a module that registers itself with @register_model
+    # or "mypkg.mynet:MyNet" (a class: registered under the entry point's name if it is not yet)
+
+A plugin that fails to load does not break the registry: the other backbones stay usable and
+the failure (naming the plugin and its distribution) is kept in `plugin_errors()`, reported by
+`zoo models` and by the "unknown model" error.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import inspect
 from pathlib import Path
 from typing import Any, Callable
@@ -26,8 +39,12 @@ _REGISTRY: dict[str, type] = {}
 #: preset sections read by the harness, not model hyper-parameters
 PRESET_SECTIONS = ("train", "partition")
 #: packages imported on first registry use, so built-ins register themselves
-BUILTIN_MODULES = ["zoo.models.trivial", "zoo.models.sk", "zoo.models.escn"]
+BUILTIN_MODULES = ["zoo.models.trivial", "zoo.models.sk", "zoo.models.escn", "zoo.models.mean", "zoo.models.acdc"]
+#: entry-point group through which installed distributions add backbones
+ENTRY_POINT_GROUP = "zoo.backbones"
 _loaded = False
+#: entry-point name -> why that plugin could not be loaded
+_PLUGIN_ERRORS: dict[str, str] = {}
 
 
 def register_model(name: str) -> Callable[[type], type]:
@@ -42,12 +59,38 @@ def register_model(name: str) -> Callable[[type], type]:
 
 
 def _load_builtins() -> None:
+    """Import the built-in backbones (an error there is zoo's own bug: it propagates), then the plugins."""
     global _loaded
     if _loaded:
         return
     _loaded = True
     for mod in BUILTIN_MODULES:
         importlib.import_module(mod)
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        _load_plugin(ep)
+
+
+def _load_plugin(ep: importlib.metadata.EntryPoint) -> None:
+    """Import one `zoo.backbones` entry point; a failure is recorded under its name, never raised."""
+    dist = getattr(ep, "dist", None)
+    origin = f"entry point {ep.name!r} = {ep.value!r}" + (f" of distribution {dist.name!r}" if dist is not None else "")
+    try:
+        obj = ep.load()
+        if inspect.isclass(obj):
+            from zoo.models.contract import Backbone
+
+            if not issubclass(obj, Backbone):
+                raise ModelError(f"{obj.__module__}.{obj.__qualname__} is not a zoo Backbone subclass")
+            if obj not in _REGISTRY.values():
+                register_model(ep.name)(obj)
+    except Exception as exc:  # a broken plugin must not take the registry (and every command) down with it
+        _PLUGIN_ERRORS[ep.name] = f"backbone plugin {origin} failed to load: {type(exc).__name__}: {exc}"
+
+
+def plugin_errors() -> dict[str, str]:
+    """Entry-point name -> message, for each `zoo.backbones` plugin that failed to load."""
+    _load_builtins()
+    return dict(_PLUGIN_ERRORS)
 
 
 def list_models() -> list[str]:
@@ -58,7 +101,10 @@ def list_models() -> list[str]:
 def model_class(name: str) -> type:
     _load_builtins()
     if name not in _REGISTRY:
-        raise ModelError(f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+        msg = f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))}"
+        if _PLUGIN_ERRORS:
+            msg += "; plugins that failed to load: " + "; ".join(_PLUGIN_ERRORS[k] for k in sorted(_PLUGIN_ERRORS))
+        raise ModelError(msg)
     return _REGISTRY[name]
 
 
@@ -70,6 +116,11 @@ def hparam_names(cls: type) -> dict[str, Any]:
 
 def presets_path(cls: type) -> Path:
     return Path(inspect.getfile(cls)).with_name("presets.yaml")
+
+
+def readme_path(cls: type) -> Path:
+    """README.md beside the backbone's module (names its paper, what is faithful, what differs)."""
+    return Path(inspect.getfile(cls)).with_name("README.md")
 
 
 def load_preset(name: str, preset: str) -> dict:
@@ -107,3 +158,19 @@ def build_model(name: str, info, preset: str | None = None, **hparams):
     params.update(hparams)
     check_hparams(cls, params)
     return cls(info, **params)
+
+
+def preset_message_passing_layers(name: str, preset: str = "cpu") -> int:
+    """Message-passing layers of the backbone built from `preset`.
+
+    Read from the instance, not the class: the depth may follow a hyper-parameter (escn's
+    `num_layers`, sk's `crystal_field`). Built on a small stand-in dataset (O and Hf in
+    szv-molopt-sr: s, p and d shells; 4 A cutoff; spinful if the backbone is).
+    """
+    from zoo.data.torch_data import DatasetInfo
+    from zoo.physics.basis import OrbitalLayout, get_basis
+
+    cls = model_class(name)
+    info = DatasetInfo(OrbitalLayout(get_basis("szv-molopt-sr"), [8, 72]), 4.0, spinful=bool(cls.spinful),
+                       name="stand-in")
+    return int(build_model(name, info, preset=preset).message_passing_layers)

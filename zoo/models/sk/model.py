@@ -5,10 +5,11 @@ for every shell pair (a of Zi, b of Zj) the bond-frame block (z along r) is diag
 
     B^bond[m, m'] = delta_{m m'} V_{Zi Zj a b |m|}(|r|),   |m| <= min(l_a, l_b),
 
-with V a learned linear combination of Gaussian radial functions times a cosine cutoff
-envelope. It is rotated to the global frame as D(Q) B^bond D(Q)^T with Q = Rz(phi) Ry(theta)
-(Q z = r_hat); any Q with that property gives the same block because B^bond commutes with
-rotations about z. The SK reciprocity V_{ji, b a} = (-1)^(l_a + l_b) V_{ij, a b} is built in
+with V a learned linear combination of Gaussian radial functions (`zoo.physics.radial.gaussian`,
+centres on [r_min, cutoff], sigma = spacing) times the cosine cutoff envelope. It is rotated to the
+global frame as D(Q) B^bond D(Q)^T with Q = edge_frame(r)^T (Q z = r_hat, `zoo.physics.frames`);
+any Q with that property gives the same block because B^bond commutes with rotations about z.
+The SK reciprocity V_{ji, b a} = (-1)^(l_a + l_b) V_{ij, a b} is built in
 (one stored function per unordered pair of (element, shell)), so H_ji(-R) = H_ij(R)^T exactly;
 inversion parity (-1)^(l_a + l_b) follows from the bond-frame construction.
 
@@ -20,30 +21,16 @@ correction, which makes on-site blocks depend on the first neighbour shell).
 
 from __future__ import annotations
 
-import math
-
 import torch
-from e3nn import o3
 
+from zoo.data.graph import species_index
 from zoo.data.torch_data import DatasetInfo, edge_vectors
 from zoo.errors import ConfigError
 from zoo.models.contract import Backbone, Prediction
 from zoo.models.registry import register_model
-
-
-def radial_basis(d: torch.Tensor, cutoff: float, n: int, r_min: float = 0.5) -> torch.Tensor:
-    """[E, n] Gaussians on [r_min, cutoff] times a cosine envelope that vanishes at the cutoff."""
-    centers = torch.linspace(r_min, cutoff, n, dtype=d.dtype, device=d.device)
-    width = (cutoff - r_min) / max(n - 1, 1)
-    env = 0.5 * (torch.cos(math.pi * (d / cutoff).clamp(max=1.0)) + 1.0)
-    return torch.exp(-0.5 * ((d[:, None] - centers) / width) ** 2) * env[:, None]
-
-
-def bond_frame_angles(vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(phi, theta) of each bond: Rz(phi) Ry(theta) takes z onto r_hat."""
-    theta = torch.atan2(vec[:, :2].norm(dim=1), vec[:, 2])
-    phi = torch.atan2(vec[:, 1], vec[:, 0])  # atan2(0, 0) = 0 on the z axis: any phi is valid there
-    return phi, theta
+from zoo.physics.frames import edge_frame
+from zoo.physics.radial import cosine_cutoff, gaussian
+from zoo.physics.wigner import wigner_D_layout
 
 
 @register_model("sk")
@@ -51,9 +38,14 @@ class SlaterKoster(Backbone):
     """Two-centre Slater-Koster tight binding with learned bond integrals V_{l l' |m|}(r)."""
 
     message_passing_layers = 0
+    # SK reciprocity is built into the parameter storage and the on-site terms are symmetrised
+    hermitian = True
 
     def __init__(self, info: DatasetInfo, n_radial: int = 8, crystal_field: bool = True, r_min: float = 0.5,
                  init_scale: float = 0.01):
+        if info.spinful:
+            raise ConfigError(f"sk is a spinless Slater-Koster model and cannot predict the spinful (SOC) blocks "
+                              f"of dataset {info.name!r}")
         super().__init__(info)
         if n_radial < 1:
             raise ConfigError(f"sk: n_radial must be >= 1, got {n_radial}")
@@ -70,9 +62,7 @@ class SlaterKoster(Backbone):
         self.mm = max(self.slot_ls) + 1
         elements = list(info.elements)
         ne = len(elements)
-        z_index = torch.full((max(elements) + 1,), -1, dtype=torch.long)
-        z_index[torch.tensor(elements)] = torch.arange(ne)
-        self.register_buffer("z_index", z_index, persistent=False)
+        self.register_buffer("z_index", torch.as_tensor(species_index(elements)), persistent=False)
 
         # canonical storage: V(zi, zj, a, b) = sign * P[canon(zi, zj, a, b)], sign = (-1)^(la+lb) when swapped
         shape = (ne, ne, ns, ns)
@@ -121,27 +111,8 @@ class SlaterKoster(Backbone):
             self.field = torch.nn.Parameter(torch.randn(ne, ne * ns * ns, self.mm, self.n_radial) * init_scale)
 
     def _rotation(self, vec: torch.Tensor) -> torch.Tensor:
-        """[E, n, n] block-diagonal Wigner-D of Q (Q z = r_hat) over the padded slots."""
-        phi, theta = bond_frame_angles(vec.to(torch.float64))
-        lay = self.info.layout
-        out = vec.new_zeros(vec.shape[0], lay.n_max, lay.n_max)
-        gamma = torch.zeros_like(phi)
-        ds = {}
-        old = torch.get_default_dtype()
-        torch.set_default_dtype(torch.float64)  # e3nn builds its generators in the default dtype
-        try:
-            for l in sorted(set(self.slot_ls)):
-                # internal convention = e3nn with physical z as its polar y: Rz(phi) Ry(theta) = Y(phi) X(theta)
-                ds[l] = o3.Irrep(l, (-1) ** l).D_from_angles(phi, theta, gamma)
-        finally:
-            torch.set_default_dtype(old)
-        for l, d in ds.items():
-            d = d.to(vec.dtype)
-            for s, ls in enumerate(self.slot_ls):
-                if ls == l:
-                    o = lay.slot_offsets[s]
-                    out[:, o:o + 2 * l + 1, o:o + 2 * l + 1] = d
-        return out
+        """[E, n, n] block-diagonal Wigner-D of Q = edge_frame(r)^T (Q z = r_hat) over the padded slots."""
+        return wigner_D_layout(self.slot_ls, edge_frame(vec).transpose(1, 2))
 
     def _bond_blocks(self, table: torch.Tensor, zi: torch.Tensor, zj: torch.Tensor, rbf: torch.Tensor) -> torch.Tensor:
         """[E, n, n] bond-frame blocks from per-pair tables [ne, ne, ns*ns*mm, n_radial]."""
@@ -158,7 +129,8 @@ class SlaterKoster(Backbone):
         z = self.z_index[batch.z]
         i, j = batch.edge_index
         vec = edge_vectors(batch)
-        rbf = radial_basis(vec.norm(dim=1), self.info.cutoff, self.n_radial, self.r_min)
+        d = vec.norm(dim=1)
+        rbf = gaussian(d, self.r_min, self.info.cutoff, self.n_radial) * cosine_cutoff(d, self.info.cutoff)[:, None]
         rot = self._rotation(vec)
         valid = self.valid.reshape(1, 1, ns * ns, self.mm, 1).to(rbf.dtype)
 
