@@ -8,7 +8,11 @@ W ranks equals the single-process gradient of the same effective batch.
     mse        g = |e|^2,                           f(m) = m
     mse_rmse   g = |e|^2,                           f(m) = m + sqrt(m)          (GEARS H)
     focal      g = |e|^2 (2 sigmoid(beta|e|) - 1)^gamma,  f(m) = m             (LC-Net style focal
-               regression: large residuals keep full weight, already-small ones are damped)
+               regression: large residuals keep full weight, already-small ones are damped).
+               Not rotation-invariant: it acts on each global-frame matrix entry, so rotating a
+               structure changes the loss (LC-Net applies it in its local frame, a model-owned loss)
+
+A backbone can replace all of these with its own `loss_terms` / `loss_outer` (see the trainer).
 """
 
 from __future__ import annotations

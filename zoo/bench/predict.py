@@ -18,6 +18,7 @@ from zoo.errors import DataError, GraphError, ZooError
 def model_from_checkpoint(path: str | Path, best: bool = True):
     """(model in eval mode, DatasetInfo, dtype) from a `zoo bench` checkpoint."""
     from zoo.bench.run import dataset_info_from_json
+    from zoo.bench.standardize import for_checkpoint
     from zoo.bench.trainer import DTYPES, load_checkpoint
     from zoo.models.registry import build_model
 
@@ -26,7 +27,7 @@ def model_from_checkpoint(path: str | Path, best: bool = True):
     if "model" not in meta or "info" not in meta:
         raise ZooError(f"{path}: checkpoint lacks the model metadata zoo needs to rebuild the model")
     info = dataset_info_from_json(meta["info"])
-    model = build_model(meta["model"], info, **meta.get("hparams", {}))
+    model = for_checkpoint(build_model(meta["model"], info, **meta.get("hparams", {})), meta)
     dtype = DTYPES[ckpt.get("train_config", {}).get("dtype", "float32")]
     model = model.to(dtype)
     state = ckpt.get("best_model") if best and ckpt.get("best_model") is not None else ckpt["model"]

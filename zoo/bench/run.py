@@ -41,6 +41,7 @@ class BenchOptions:
     seed: int = 0
     max_epochs: int | None = None
     time_budget_min: float | None = None
+    cpu_budget_min: float | None = None  # process CPU minutes (--cpu-budget)
     partitioner: str | None = None  # None: the preset's partition section; "none": full graphs
     t_slice: float | None = None
     n_parts: int | None = None
@@ -70,11 +71,14 @@ def _parse_override(item: str) -> tuple[str, Any]:
 
 
 def build_config(model: str, preset: str, overrides: Sequence[str] = (), max_epochs: int | None = None,
-                 time_budget_min: float | None = None) -> tuple[dict, TrainConfig]:
+                 time_budget_min: float | None = None,
+                 cpu_budget_min: float | None = None) -> tuple[dict, TrainConfig]:
     """(model hyper-parameters, training config) from a preset plus CLI overrides.
 
     `--set key=value` goes to the training section if `key` is a training field, else to the
     model's hyper-parameters; `train.key` / `model.key` say so explicitly. Unknown keys are errors.
+    A CLI budget (max_epochs, time_budget_min or cpu_budget_min; at most one) replaces the preset's
+    budgets; budgets set with `--set` add to them.
     """
     from zoo.models.registry import check_hparams, hparam_names, load_preset, model_class
 
@@ -99,12 +103,16 @@ def build_config(model: str, preset: str, overrides: Sequence[str] = (), max_epo
         else:
             raise ConfigError(f"--set {key}: not a training key ({sorted(train_keys)}) nor a hyper-parameter "
                               f"of {model!r} ({sorted(model_keys)})")
-    if max_epochs is not None and time_budget_min is not None:
-        raise ConfigError("give --max-epochs or --time-budget, not both")
+    given = [k for k, v in (("--max-epochs", max_epochs), ("--time-budget", time_budget_min),
+                            ("--cpu-budget", cpu_budget_min)) if v is not None]
+    if len(given) > 1:
+        raise ConfigError(f"give one of --max-epochs, --time-budget, --cpu-budget, not {' and '.join(given)}")
     if max_epochs is not None:
-        train["max_epochs"], train["time_budget_min"] = int(max_epochs), None
+        train["max_epochs"], train["time_budget_min"], train["cpu_budget_min"] = int(max_epochs), None, None
     if time_budget_min is not None:
-        train["time_budget_min"], train["max_epochs"] = float(time_budget_min), 10**9
+        train["time_budget_min"], train["max_epochs"], train["cpu_budget_min"] = float(time_budget_min), 10**9, None
+    if cpu_budget_min is not None:
+        train["cpu_budget_min"], train["max_epochs"], train["time_budget_min"] = float(cpu_budget_min), 10**9, None
     check_hparams(cls, hp, where=f"{model}:{preset}")
     return hp, TrainConfig.from_dict(train, where=f"{model}:{preset}:train")
 
@@ -152,7 +160,11 @@ def partition_label(part: dict | None) -> str:
 
 
 def hparam_hash(model: str, hparams: dict, cfg: TrainConfig) -> str:
-    t = {k: v for k, v in cfg.to_dict().items() if k not in ("device", "max_epochs", "time_budget_min")}
+    t = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_SAFE_KEYS}
+    # keys added later enter the hash only when set, so rows of earlier runs keep their hash
+    for key, default in (("standardize", False), ("stages", None)):
+        if t.get(key) == default:
+            t.pop(key, None)
     blob = json.dumps({"model": model, "hparams": hparams, "train": t}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -163,7 +175,33 @@ def budget_string(cfg: TrainConfig) -> str:
         parts.append(f"epochs={cfg.max_epochs}")
     if cfg.time_budget_min is not None:
         parts.append(f"time={cfg.time_budget_min:g}min")
+    if cfg.cpu_budget_min is not None:
+        parts.append(f"cpu={cfg.cpu_budget_min:g}min")
     return ",".join(parts)
+
+
+#: training keys `--set` may change on `--resume` (budgets and device); any other is refused
+RESUME_SAFE_KEYS = ("max_epochs", "time_budget_min", "cpu_budget_min", "device")
+
+
+def resume_overrides(cfg: TrainConfig, overrides: Sequence[str], where: str) -> TrainConfig:
+    """Apply `--set` on `--resume`: budgets and device change, anything else is refused by name
+    (the run's hyper-parameters, loss, lr, stages... were fixed when it started)."""
+    refused, changes = [], {}
+    for item in overrides:
+        key, value = _parse_override(item)
+        section, _, bare = key.rpartition(".")
+        if section in ("", "train") and bare in RESUME_SAFE_KEYS:
+            changes[bare] = value
+        else:
+            refused.append(key)
+    if refused:
+        raise ConfigError(f"{where}: --set on --resume can change only {list(RESUME_SAFE_KEYS)}; refusing "
+                          f"{refused} (fixed when the run started: start a new run to change them)")
+    if not changes:
+        return cfg
+    new = TrainConfig.from_dict({**cfg.to_dict(), **changes}, where=f"{where}: --set")
+    return new
 
 
 # -- provenance ----------------------------------------------------------------------------
@@ -270,7 +308,9 @@ def evaluate(model, ds: Dataset, info, device: torch.device, dtype: torch.dtype,
     from zoo.bench.metrics import BlockErrors, equivariance_error, spectrum_metrics, timed_inference
     from zoo.data.torch_data import edge_vectors, record_to_data
     from zoo.physics import spectra
+    from zoo.models.contract import hermiticity_error, symmetrize_prediction
     from zoo.physics.assembly import unpad_blocks
+    from zoo.physics.units import MEV_PER_HARTREE
 
     layout = info.layout
     bins = np.linspace(0.0, info.cutoff, DISTANCE_BINS + 1)
@@ -280,16 +320,23 @@ def evaluate(model, ds: Dataset, info, device: torch.device, dtype: torch.dtype,
     spec_modes: set[str] = set()
     parity_ref, parity_pred, parity_kind = [], [], []
     n_atoms, t_infer, equi = 0, 0.0, None
+    herm_max = 0.0  # Hartree, max over test structures
     notes: list[str] = []
     model.eval()
     for k, rec in enumerate(ds.records("test")):
         data = record_to_data(rec, layout, dtype).to(device)
         pred, dt = timed_inference(model, data, repeats=2)
+        # the raw output's hermiticity defect is reported; every metric below (blocks and spectra)
+        # is computed on the hermitized prediction, the H that `zoo predict` writes
+        herm_max = max(herm_max, hermiticity_error(pred, data))
+        pred = symmetrize_prediction(pred, data)
         n_atoms += rec.n_atoms
         t_infer += dt
         mn, me = label_masks(data)
-        pn, pe = pred.node_blocks.detach().cpu().double().numpy(), pred.edge_blocks.detach().cpu().double().numpy()
-        yn, ye = data.y_node.cpu().double().numpy(), data.y_edge.cpu().double().numpy()
+        # spinful blocks are complex (docs/adr/0006): widen to complex128, never drop the imaginary part
+        wide = torch.complex128 if rec.spinful else torch.float64
+        pn, pe = (pred.node_blocks.detach().cpu().to(wide).numpy(), pred.edge_blocks.detach().cpu().to(wide).numpy())
+        yn, ye = data.y_node.cpu().to(wide).numpy(), data.y_edge.cpu().to(wide).numpy()
         mn, me = mn.cpu().numpy(), me.cpu().numpy()
         z = rec.numbers
         ei = data.edge_index.cpu().numpy()
@@ -298,6 +345,8 @@ def evaluate(model, ds: Dataset, info, device: torch.device, dtype: torch.dtype,
         acc.add_edges(pe, ye, me, z[ei[0]], z[ei[1]], dist)
         for kind, p, y, m in (("node", pn, yn, mn), ("edge", pe, ye, me)):
             r, q = y[m], p[m]
+            if rec.spinful:  # the real and imaginary parts are both matrix elements on the parity plot
+                r, q = np.concatenate([r.real, r.imag]), np.concatenate([q.real, q.imag])
             take = rng.choice(r.size, size=min(r.size, n_parity), replace=False) if r.size else np.zeros(0, int)
             parity_ref.append(r[take])
             parity_pred.append(q[take])
@@ -305,12 +354,14 @@ def evaluate(model, ds: Dataset, info, device: torch.device, dtype: torch.dtype,
         if int(rec.norb.sum()) > eig_max_orbitals:
             notes.append(f"{rec.name}: spectrum skipped ({int(rec.norb.sum())} orbitals > {eig_max_orbitals})")
         else:
-            h_on = unpad_blocks(pn, layout.index, z, z)
-            h_off = unpad_blocks(pe, layout.index, z[ei[0]], z[ei[1]])
+            h_on = unpad_blocks(pn, layout.index, z, z, spinful=rec.spinful)
+            h_off = unpad_blocks(pe, layout.index, z[ei[0]], z[ei[1]], spinful=rec.spinful)
             pred_rec = rec.with_blocks(h_on, h_off, name=f"{rec.name}-pred")
+            # a spinful H is 2n square with one electron per state; spinless states hold two
+            spin_deg = 1 if rec.spinful else 2
             try:
                 e_ref, e_pred = rec.eigvalsh(), pred_rec.eigvalsh()
-                spec_rows.append(spectrum_metrics(e_ref, e_pred, rec.n_electrons))
+                spec_rows.append(spectrum_metrics(e_ref, e_pred, rec.n_electrons, spin_degeneracy=spin_deg))
                 spec_modes.add("H,S")
             except ZooError as exc:
                 # S rebuilt from blocks within the cutoff can be indefinite (diffuse basis, finite
@@ -323,17 +374,19 @@ def evaluate(model, ds: Dataset, info, device: torch.device, dtype: torch.dtype,
                 spec_modes.add("H only")
             eig_ref_all.append(e_ref)
             eig_pred_all.append(e_pred)
-        if equi is None:
-            equi = equivariance_error(model, data, layout, seed=seed)
+        # a proper rotation and a rotoinversion on every test structure; the row keeps the worst
+        e = equivariance_error(model, data, layout, seed=seed + k)
+        equi = e if equi is None else {key: max(equi[key], e[key]) for key in e}
         del pred
     metrics = acc.summary()
-    keys = ["eig_rel_l1", "eig_rel_l2", "eig_rel_l1_occ", "eig_rel_l2_occ", "gap_ref_ev", "gap_err_mev",
-            "eig_mae_window_mev"]
-    for key in keys:
+    from zoo.bench.metrics import SPECTRUM_KEYS
+
+    for key in SPECTRUM_KEYS:
         vals = [r[key] for r in spec_rows if np.isfinite(r[key])]
         metrics[key] = float(np.mean(vals)) if vals else float("nan")
     metrics["spectrum"] = "+".join(sorted(spec_modes)) or "skipped"
     metrics.update(equi or {})
+    metrics["hermiticity_max_mev"] = herm_max * MEV_PER_HARTREE
     metrics["infer_us_per_atom"] = 1e6 * t_infer / max(n_atoms, 1)
     metrics["n_test_atoms"] = n_atoms
     report = {"parity_ref": np.concatenate(parity_ref), "parity_pred": np.concatenate(parity_pred),
@@ -389,11 +442,15 @@ def run_bench(opts: BenchOptions) -> dict:
                                    seed=saved["seed"])
         part = saved["partition"]
         hp, cfg = saved["hparams"], TrainConfig.from_dict(saved["train"])
-        if opts.max_epochs is not None or opts.time_budget_min is not None:
-            _, c2 = build_config(opts.model, opts.preset, (), opts.max_epochs, opts.time_budget_min)
-            cfg.max_epochs, cfg.time_budget_min = c2.max_epochs, c2.time_budget_min
+        if opts.max_epochs is not None or opts.time_budget_min is not None or opts.cpu_budget_min is not None:
+            _, c2 = build_config(opts.model, opts.preset, (), opts.max_epochs, opts.time_budget_min,
+                                 opts.cpu_budget_min)
+            cfg.max_epochs, cfg.time_budget_min, cfg.cpu_budget_min = (c2.max_epochs, c2.time_budget_min,
+                                                                       c2.cpu_budget_min)
+        cfg = resume_overrides(cfg, opts.overrides, str(run_dir))
     else:
-        hp, cfg = build_config(opts.model, opts.preset, opts.overrides, opts.max_epochs, opts.time_budget_min)
+        hp, cfg = build_config(opts.model, opts.preset, opts.overrides, opts.max_epochs, opts.time_budget_min,
+                               opts.cpu_budget_min)
         part = "unresolved"
 
     commit = git_commit()  # the code this run starts with
@@ -418,16 +475,23 @@ def run_bench(opts: BenchOptions) -> dict:
         hops = int(getattr(model, "message_passing_layers", 0))
         train = training_graphs(ds, "train", info.layout, dtype, part, model)
         val = training_graphs(ds, "val", info.layout, dtype)
+        from zoo.bench.stages import parse_stages
+
+        # stages with `data: full` train on whole structures even when the preset partitions
+        full_needed = part is not None and any(s.data == "full" for s in parse_stages(cfg))
+        train_full = training_graphs(ds, "train", info.layout, dtype) if full_needed else None
         config = {"model": opts.model, "preset": opts.preset, "dataset": ds.name, "dataset_arg": str(opts.dataset),
                   "dataset_path": str(ds.path), "card_hash": card_hash, "seed": opts.seed, "hparams": hp,
                   "train": cfg.to_dict(), "partition": part, "hops": hops, "world_size": ctx.world_size,
                   "info": dataset_info_json(info), "n_train_graphs": len(train), "n_val_graphs": len(val)}
         if ctx.is_main and not opts.resume:
             _write_json(run_dir / CONFIG_NAME, config)
+        # standardize: the checkpoint's model is a zoo.bench.standardize.Standardized wrapper
         meta = {"model": opts.model, "hparams": hp, "info": dataset_info_json(info), "dataset": ds.name,
-                "preset": opts.preset}
+                "preset": opts.preset, "standardize": cfg.standardize}
         trainer = Trainer(model, train, val, cfg, seed=opts.seed,
-                          run_dir=run_dir, card_hash=card_hash, meta=meta, ctx=ctx, device=device, quiet=opts.quiet)
+                          run_dir=run_dir, card_hash=card_hash, meta=meta, ctx=ctx, device=device, quiet=opts.quiet,
+                          train_full=train_full)
         try:
             result = trainer.fit(resume=bool(opts.resume))
         except TrainingDiverged as exc:
@@ -440,7 +504,8 @@ def run_bench(opts: BenchOptions) -> dict:
         metrics, report = evaluate(trainer.model, ds, info, device, dtype, seed=opts.seed,
                                    eig_max_orbitals=opts.eig_max_orbitals)
         metrics.update({"params": parameter_count(trainer.model), "time_per_epoch_s": result.time_per_epoch_s,
-                        "train_time_s": result.train_time_s, "peak_mem_mb": peak_memory_mb(device),
+                        "train_time_s": result.train_time_s, "train_cpu_s": result.cpu_time_s,
+                        "peak_mem_mb": peak_memory_mb(device),
                         "best_val_loss": result.best_val})
         _write_json(run_dir / "history.json", result.history)
         _write_json(run_dir / METRICS_NAME, {"metrics": metrics, "distance_profile": {

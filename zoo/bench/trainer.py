@@ -1,10 +1,19 @@
-"""The trainer: masked loss, Adam, ReduceLROnPlateau with a minimum-lr stop, budgets,
-gradient clipping, atomic per-epoch checkpoints, exact resume and DDP.
+"""The trainer: masked or model-owned losses, Adam, ReduceLROnPlateau with a minimum-lr stop,
+training stages, epoch / wall-time / CPU-time budgets, gradient clipping, atomic per-epoch
+checkpoints, exact resume and DDP.
+
+Loss of a step: (S, C) = the backbone's `loss_terms(pred, batch)` when it returns a pair, else the
+stage's masked harness loss; the objective is f(S/C) with f = `loss_outer` (model-owned) or the
+harness loss's outer function, plus the stage's extra terms sum_k w_k S_k/C_k (`zoo.bench.stages`).
+S and C are summed over DDP ranks before dividing and the backward pass uses the surrogate
+f'(S/C) s_rank / C (f' by autograd for a model-owned f), so W ranks give the single-process gradient.
+With `standardize: true` the model is wrapped in `zoo.bench.standardize.Standardized` and every loss
+is evaluated on its standardized view.
 
 Determinism: the model is built after seeding; the order of training graphs in epoch e is a
 permutation drawn from a generator seeded with (seed, e) alone, so a resumed run replays the
-same batches as an uninterrupted one, and optimizer/scheduler/RNG states travel in the
-checkpoint.
+same batches as an uninterrupted one, and optimizer/scheduler/RNG states, the stage index and
+the epoch inside the stage travel in the checkpoint.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from tqdm import tqdm
 
 from zoo.bench import ddp
 from zoo.bench.losses import LOSSES, LossSpec, masked_sums, outer, outer_grad
+from zoo.bench.stages import Stage, cumulative_shares, parse_stages, term_function
+from zoo.bench.standardize import Standardized
 from zoo.data.format import atomic_write
 from zoo.data.torch_data import collate
 from zoo.errors import ConfigError, ZooError
@@ -56,6 +67,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     dtype: str = "float32"
     device: str = "auto"
+    cpu_budget_min: float | None = None  # process CPU time (time.process_time), summed over the run
+    standardize: bool = False  # target standardization (zoo.bench.standardize)
+    stages: list | None = None  # training stages (zoo.bench.stages); None: one stage, this section
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None, where: str = "train") -> "TrainConfig":
@@ -79,6 +93,12 @@ class TrainConfig:
             raise ConfigError(f"{where}: need max_epochs >= 0, batch_size >= 1, patience >= 0")
         if self.time_budget_min is not None and self.time_budget_min <= 0:
             raise ConfigError(f"{where}: time_budget_min must be positive")
+        if self.cpu_budget_min is not None and self.cpu_budget_min <= 0:
+            raise ConfigError(f"{where}: cpu_budget_min must be positive")
+        if not isinstance(self.standardize, bool):
+            raise ConfigError(f"{where}: standardize must be true or false, got {self.standardize!r}")
+        if self.stages:
+            parse_stages(self, where)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -143,35 +163,92 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     time_per_epoch_s: float = float("nan")
     train_time_s: float = 0.0
+    cpu_time_s: float = 0.0
 
 
 class Trainer:
-    """Fits a backbone on lists of torch-geometric graphs (full structures or partitions)."""
+    """Fits a backbone on lists of torch-geometric graphs (full structures or partitions).
+
+    `train_full` (optional): the full training structures, for stages with `data: full` when
+    `train` holds partitions (without it such stages use `train`). With `cfg.standardize` the
+    model is wrapped in `Standardized`; `self.model` is then the wrapper (physical outputs).
+    """
 
     def __init__(self, model: torch.nn.Module, train: Sequence, val: Sequence, cfg: TrainConfig, seed: int = 0,
                  run_dir: str | Path | None = None, card_hash: str = "", meta: Mapping | None = None,
-                 ctx: ddp.DistContext | None = None, device: torch.device | None = None, quiet: bool = False):
+                 ctx: ddp.DistContext | None = None, device: torch.device | None = None, quiet: bool = False,
+                 train_full: Sequence | None = None):
         if not train:
             raise ZooError("no training graphs")
         self.cfg, self.seed, self.quiet = cfg, int(seed), quiet
+        self.stages: list[Stage] = parse_stages(cfg, "train")
+        self.shares = cumulative_shares(self.stages)
         self.ctx = ctx or ddp.DistContext()
         self.device = device or resolve_device(cfg.device)
         self.dtype = DTYPES[cfg.dtype]
+        if cfg.standardize and not isinstance(model, Standardized):
+            model = Standardized(model)
         self.model = model.to(device=self.device, dtype=self.dtype)
+        self.info = getattr(self.model, "info", None)
         self.train_graphs, self.val_graphs = list(train), list(val)
+        self.train_full = None if train_full is None else list(train_full)
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.card_hash, self.meta = card_hash, dict(meta or {})
-        self.spec = cfg.loss_spec()
         self.net = self.model  # the DDP wrapper while fit() runs distributed, else the model itself
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.opt, mode="min", factor=cfg.lr_decay, patience=cfg.patience, threshold=cfg.threshold,
-            threshold_mode="rel", min_lr=0.0)
+        first = self.stages[0].cfg
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=first.lr, weight_decay=first.weight_decay)
+        self.stage_index, self.stage_epoch = 0, 0
+        self._configure_stage(0, restart=False)
         self.epoch = 0
         self.history: list[dict] = []
         self.best_val = float("inf")
         self.best_state: dict | None = None
         self.elapsed = 0.0
+        self.cpu_elapsed = 0.0
+        self._owned = False  # whether the model's loss_terms returned a loss (set by the first step)
+
+    # -- stages --------------------------------------------------------------------------
+    @property
+    def stage(self) -> Stage:
+        return self.stages[self.stage_index]
+
+    def _configure_stage(self, k: int, restart: bool) -> None:
+        """Loss, extra terms and a new scheduler for stage k; `restart` resets the lr to the stage's."""
+        st = self.stages[k]
+        self.stage_index = k
+        self.spec = st.cfg.loss_spec()
+        self.terms = [(t, term_function(t.term, f"train: stage {k + 1} ({st.name!r})")) for t in st.extra]
+        if restart:
+            for group in self.opt.param_groups:
+                group["lr"], group["weight_decay"] = st.cfg.lr, st.cfg.weight_decay
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.opt, mode="min", factor=st.cfg.lr_decay, patience=st.cfg.patience, threshold=st.cfg.threshold,
+            threshold_mode="rel", min_lr=0.0)
+
+    def _start_stage(self, k: int) -> None:
+        self.stage_epoch = 0
+        self._configure_stage(k, restart=True)
+        # the best weights are chosen by the last stage's own validation loss
+        self.best_val, self.best_state = float("inf"), None
+
+    def _stage_spent(self, st: Stage) -> bool:
+        """Has stage `st` used its epochs or its (cumulative) share of a budget?"""
+        if st.epochs is not None and self.stage_epoch >= st.epochs:
+            return True
+        share = self.shares[st.index]
+        if share is None:
+            return False
+        cfg = self.cfg
+        if self.epoch >= max(1, round(share * cfg.max_epochs)):
+            return True
+        if cfg.time_budget_min is not None and self.elapsed >= share * 60.0 * cfg.time_budget_min:
+            return True
+        return cfg.cpu_budget_min is not None and self.cpu_elapsed >= share * 60.0 * cfg.cpu_budget_min
+
+    def _stage_graphs(self) -> list:
+        if self.stage.data == "full" and self.train_full is not None:
+            return self.train_full
+        return self.train_graphs
 
     # -- checkpoints -------------------------------------------------------------------
     @property
@@ -181,21 +258,29 @@ class Trainer:
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "rng": _rng_state(), "epoch": self.epoch,
+                "stage_index": self.stage_index, "stage_name": self.stage.name, "stage_epoch": self.stage_epoch,
                 "card_hash": self.card_hash, "history": self.history, "best_val": self.best_val,
-                "best_model": self.best_state, "elapsed": self.elapsed, "seed": self.seed,
-                "train_config": self.cfg.to_dict(), "meta": self.meta}
+                "best_model": self.best_state, "elapsed": self.elapsed, "cpu_elapsed": self.cpu_elapsed,
+                "seed": self.seed, "train_config": self.cfg.to_dict(), "meta": self.meta}
 
     def load_state(self, ckpt: Mapping, where: str = "checkpoint") -> None:
         if ckpt.get("card_hash") != self.card_hash:
             raise ZooError(f"{where}: checkpoint was trained on dataset card {ckpt.get('card_hash')!r} but this "
                            f"dataset's card hash is {self.card_hash!r}; refusing to resume on a different dataset")
+        k = int(ckpt.get("stage_index", 0))
+        if k >= len(self.stages):
+            raise ZooError(f"{where}: checkpoint is in stage {k + 1} but the configuration has "
+                           f"{len(self.stages)} stage(s)")
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
+        self._configure_stage(k, restart=False)  # the stage's scheduler, then its saved state
         self.sched.load_state_dict(ckpt["scheduler"])
+        self.stage_epoch = int(ckpt.get("stage_epoch", ckpt["epoch"]))
         _set_rng_state(ckpt["rng"])
         self.epoch, self.history = int(ckpt["epoch"]), list(ckpt["history"])
         self.best_val, self.best_state = float(ckpt["best_val"]), ckpt.get("best_model")
         self.elapsed = float(ckpt.get("elapsed", 0.0))
+        self.cpu_elapsed = float(ckpt.get("cpu_elapsed", 0.0))
 
     def resume(self) -> None:
         """Continue from the run folder's checkpoint."""
@@ -204,14 +289,40 @@ class Trainer:
             raise ZooError("resume needs a run folder")
         self.load_state(load_checkpoint(path), str(path))
 
+    # -- losses --------------------------------------------------------------------------
+    def _main_sums(self, pred, batch) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """(sum, count, model-owned?) of the stage's main loss, on the standardized view if any."""
+        if isinstance(self.model, Standardized):
+            pred, batch = self.model.standardized_view(pred, batch)
+        owned = self.model.loss_terms(pred, batch)
+        if owned is not None:
+            s, c = owned
+            return s, torch.as_tensor(c, dtype=s.dtype, device=s.device), True
+        s, c = masked_sums(self.spec, pred, batch)
+        return s, c, False
+
+    def _outer(self, m: torch.Tensor, owned: bool) -> torch.Tensor:
+        return self.model.loss_outer(m) if owned else outer(self.spec, m)
+
+    def _outer_grad(self, m: torch.Tensor, owned: bool) -> torch.Tensor:
+        """f'(m): the harness's closed form, or autograd through the model's loss_outer."""
+        if not owned:
+            return outer_grad(self.spec, m)
+        x = m.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(self.model.loss_outer(x), x)
+        return g.detach()
+
     # -- steps ---------------------------------------------------------------------------
     def _epoch_batches(self, epoch: int) -> list[list]:
+        graphs = self._stage_graphs()
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.train_graphs), generator=g).tolist()
-        b = self.cfg.batch_size
-        return [[self.train_graphs[k] for k in order[s:s + b]] for s in range(0, len(order), b)]
+        order = torch.randperm(len(graphs), generator=g).tolist()
+        b = self.stage.cfg.batch_size
+        return [[graphs[k] for k in order[s:s + b]] for s in range(0, len(order), b)]
 
-    def _step(self, graphs: list, epoch: int, step: int) -> float:
+    def _step(self, graphs: list, epoch: int, step: int) -> tuple[float, list[float]]:
+        """One optimizer step on a global batch; returns (objective, values of the extra terms)."""
         local = ddp.shard(graphs, self.ctx)
         weight = 1.0
         if not local:  # this rank has no graph in a short last batch: take part with zero weight
@@ -219,47 +330,71 @@ class Trainer:
         batch = collate(local).to(self.device)
         self.net.train()
         pred = self.net(batch)
-        s, c = masked_sums(self.spec, pred, batch)
-        s, c = s * weight, c * weight
-        tot = ddp.all_reduce_sum(torch.stack([s.detach(), c.detach()]), self.ctx)
+        s, c, owned = self._main_sums(pred, batch)
+        self._owned = owned
+        sums = [s * weight, c * weight]
+        for term, fn in self.terms:
+            ts, tc = fn(self.model, pred, batch, self.info, **term.params)
+            sums += [ts.to(s.dtype) * weight, torch.as_tensor(tc, dtype=s.dtype, device=s.device) * weight]
+        tot = ddp.all_reduce_sum(torch.stack([x.detach() for x in sums]), self.ctx)
         S, C = tot[0], tot[1]
-        value = outer(self.spec, S / C) if C > 0 else S * 0.0
+        value = self._outer(S / C, owned) if C > 0 else S * 0.0
+        # gradient of f(S/C): f'(m) * dS / C; DDP averages over W ranks, so scale by W
+        surrogate = self._outer_grad(S / C.clamp(min=1e-30), owned) * sums[0] / C.clamp(min=1e-30)
+        term_values = []
+        for k, (term, _) in enumerate(self.terms):
+            Sk, Ck = tot[2 + 2 * k], tot[3 + 2 * k]
+            vk = Sk / Ck if Ck > 0 else Sk * 0.0
+            term_values.append(float(vk))
+            value = value + term.weight * vk
+            surrogate = surrogate + term.weight * sums[2 + 2 * k] / Ck.clamp(min=1e-30)
         if not torch.isfinite(value):
             names = [getattr(g, "name", "?") for g in graphs]
             raise TrainingDiverged(f"non-finite training loss ({value.item()}) at epoch {epoch + 1}, step {step + 1} "
-                                   f"(batch of {names}); stopping without a leaderboard row")
-        # gradient of f(S/C): f'(m) * dS / C; DDP averages over W ranks, so scale by W
-        surrogate = outer_grad(self.spec, S / C.clamp(min=1e-30)) * s / C.clamp(min=1e-30) * self.ctx.world_size
+                                   f"(stage {self.stage_index + 1} {self.stage.name!r}, batch of {names}); "
+                                   f"stopping without a leaderboard row")
+        surrogate = surrogate * self.ctx.world_size
         self.opt.zero_grad(set_to_none=True)
         surrogate.backward()
-        if self.cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if self.stage.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.stage.cfg.grad_clip)
         self.opt.step()
-        return float(value)
+        return float(value), term_values
 
     @torch.no_grad()
     def validation_loss(self) -> float:
-        """Loss over the validation graphs, sharded over ranks and reduced."""
+        """The stage's main loss (no extra terms) over the validation graphs, sharded and reduced."""
         if not self.val_graphs:
             return float("nan")
         self.model.eval()
         S = torch.zeros((), dtype=torch.float64, device=self.device)
         C = torch.zeros((), dtype=torch.float64, device=self.device)
+        owned = self._owned
         for g in ddp.shard(self.val_graphs, self.ctx):
-            s, c = masked_sums(self.spec, self.model(g.to(self.device)), g.to(self.device))
+            g = g.to(self.device)
+            s, c, owned = self._main_sums(self.model(g), g)
             S, C = S + s.double(), C + c.double()
         tot = ddp.all_reduce_sum(torch.stack([S, C]), self.ctx)
-        return float(outer(self.spec, tot[0] / tot[1])) if tot[1] > 0 else float("nan")
+        return float(self._outer(tot[0] / tot[1], owned)) if tot[1] > 0 else float("nan")
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
+        """Train until max_epochs, a budget, or the last stage's min-lr stop.
+
+        A fresh run first calls `model.prepare(train_graphs)` (CPU graphs, labelled masks set); a
+        resumed run does not: what prepare fitted comes back with the state_dict.
+        """
         if resume:
             self.resume()
+        else:
+            self.model.prepare(self.train_graphs)
         cfg = self.cfg
         budget_s = None if cfg.time_budget_min is None else 60.0 * cfg.time_budget_min
+        cpu_s = None if cfg.cpu_budget_min is None else 60.0 * cfg.cpu_budget_min
         reason = "max_epochs"
-        # a time budget with a nominal epoch cap (presets use 100000) is open-ended: no bogus ETA
-        total = None if cfg.time_budget_min is not None and cfg.max_epochs >= 10_000 else cfg.max_epochs
+        # a time/CPU budget with a nominal epoch cap (presets use 100000) is open-ended: no bogus ETA
+        open_ended = (budget_s is not None or cpu_s is not None) and cfg.max_epochs >= 10_000
+        total = None if open_ended else cfg.max_epochs
         bar = tqdm(total=total, initial=min(self.epoch, cfg.max_epochs), desc="train", unit="epoch",
                    disable=self.quiet or not self.ctx.is_main, dynamic_ncols=True)
         try:
@@ -271,28 +406,46 @@ class Trainer:
                 if ddp.any_flag(budget_s is not None and self.elapsed >= budget_s, self.ctx, self.device):
                     reason = "time_budget"
                     break
-                t0 = time.perf_counter()
-                losses = [self._step(b, self.epoch, k) for k, b in enumerate(self._epoch_batches(self.epoch))]
+                if ddp.any_flag(cpu_s is not None and self.cpu_elapsed >= cpu_s, self.ctx, self.device):
+                    reason = "cpu_budget"
+                    break
+                st = self.stage
+                last = st.index == len(self.stages) - 1
+                t0, c0 = time.perf_counter(), time.process_time()
+                losses, terms = [], []
+                for k, b in enumerate(self._epoch_batches(self.epoch)):
+                    v, tv = self._step(b, self.epoch, k)
+                    losses.append(v)
+                    terms.append(tv)
                 val = self.validation_loss()
-                dt = time.perf_counter() - t0
+                dt, dc = time.perf_counter() - t0, time.process_time() - c0
                 self.elapsed += dt
+                self.cpu_elapsed += dc
                 lr = self.opt.param_groups[0]["lr"]
                 self.epoch += 1
+                self.stage_epoch += 1
                 train_loss = float(np.mean(losses))
                 monitor = val if math.isfinite(val) else train_loss
-                self.history.append({"epoch": self.epoch, "train_loss": train_loss, "val_loss": val, "lr": lr,
-                                     "time_s": dt})
+                entry = {"epoch": self.epoch, "train_loss": train_loss, "val_loss": val, "lr": lr, "time_s": dt,
+                         "cpu_s": dc, "stage": st.index + 1, "stage_name": st.name, "stage_epoch": self.stage_epoch}
+                if st.extra:
+                    entry["terms"] = {t.term: float(np.mean([tv[k] for tv in terms])) for k, t in enumerate(st.extra)}
+                self.history.append(entry)
                 if monitor < self.best_val:
                     self.best_val = monitor
                     self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
                 self.sched.step(monitor)
                 new_lr = self.opt.param_groups[0]["lr"]
-                stop_lr = new_lr < cfg.min_lr * (1 - 1e-9)
+                stop_lr = new_lr < st.cfg.min_lr * (1 - 1e-9)
+                # time/CPU shares differ between ranks: any rank's "spent" moves every rank on
+                if not last and ddp.any_flag(stop_lr or self._stage_spent(st), self.ctx, self.device):
+                    self._start_stage(st.index + 1)
                 if self.ctx.is_main and self.checkpoint_path is not None:
                     save_checkpoint(self.checkpoint_path, self.state())
                 bar.update(1)
-                bar.set_postfix(train=f"{train_loss:.3e}", val=f"{val:.3e}", lr=f"{new_lr:.1e}")
-                if stop_lr:
+                bar.set_postfix(train=f"{train_loss:.3e}", val=f"{val:.3e}", lr=f"{new_lr:.1e}",
+                                **({"stage": self.stage.name} if len(self.stages) > 1 else {}))
+                if stop_lr and last:
                     reason = "min_lr"
                     break
         finally:
@@ -300,7 +453,7 @@ class Trainer:
             self._unwrap_ddp()
         return TrainResult(self.epoch, reason, self.best_val, list(self.history),
                            float(np.mean([h["time_s"] for h in self.history])) if self.history else float("nan"),
-                           self.elapsed)
+                           self.elapsed, self.cpu_elapsed)
 
     def _wrap_ddp(self) -> None:
         if not self.ctx.distributed or self.net is not self.model:
@@ -324,6 +477,6 @@ class Trainer:
             gc.collect()  # DDP sits in reference cycles; collect them before the group goes
 
     def use_best(self) -> None:
-        """Load the weights with the best validation loss (what the test set is scored with)."""
+        """Load the weights with the best validation loss of the last stage (what the test set is scored with)."""
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
