@@ -32,7 +32,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from zoo.data.format import Dataset, DatasetWriter, Record
-from zoo.data.graph import edge_vectors_np
+from zoo.data.graph import edge_vectors_np, reverse_edge_index
 from zoo.physics.assembly import block_offsets
 from zoo.errors import DataError
 
@@ -134,16 +134,7 @@ def reverse_edges(rec: Record) -> np.ndarray:
 
 
 def _reverse(ei: np.ndarray, sh: np.ndarray) -> np.ndarray:
-    e = ei.shape[0]
-    if e == 0:
-        return np.zeros(0, dtype=np.int64)
-    fwd = np.concatenate([ei, sh], axis=1)
-    rev = np.concatenate([ei[:, ::-1], -sh], axis=1)
-    _, inv = np.unique(np.concatenate([fwd, rev]), axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
-    pos = np.full(int(inv.max()) + 1, -1, dtype=np.int64)
-    pos[inv[:e]] = np.arange(e, dtype=np.int64)
-    return pos[inv[e:]]
+    return reverse_edge_index(ei, sh)
 
 
 def _chunks(sizes: np.ndarray, chunk: int) -> Iterator[np.ndarray]:

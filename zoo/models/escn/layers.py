@@ -24,13 +24,6 @@ import torch
 from torch import nn
 
 
-def gaussian_rbf(d: torch.Tensor, cutoff: float, n: int) -> torch.Tensor:
-    """[E, n] Gaussians of the distance, centres evenly spaced on [0, cutoff]."""
-    centers = torch.linspace(0.0, cutoff, n, dtype=d.dtype, device=d.device)
-    width = cutoff / max(n - 1, 1)
-    return torch.exp(-0.5 * ((d[:, None] - centers) / width) ** 2)
-
-
 def l_index(lmax: int) -> list[int]:
     """l of every component in l-major order."""
     return [l for l in range(lmax + 1) for _ in range(2 * l + 1)]

@@ -14,14 +14,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from zoo.data.graph import species_index
 from zoo.data.torch_data import DatasetInfo, edge_vectors
 from zoo.errors import ConfigError
 from zoo.models.contract import Backbone, Prediction
 from zoo.models.escn.blocks import EdgeUpdate, FeedForward, NodeAttention
-from zoo.models.escn.layers import EquivariantLayerNorm, gaussian_rbf
+from zoo.models.escn.layers import EquivariantLayerNorm
 from zoo.models.escn.rotation import EdgeRotation
 from zoo.models.registry import register_model
 from zoo.physics.coupling import WignerEckart
+from zoo.physics.radial import gaussian
 
 PARITY_MODES = ("o3", "so3")
 
@@ -122,6 +124,8 @@ class ESCN(Backbone):
                            channels per head
         ffn_hidden_channels  d_ffn of the per-degree feed-forward
         edge_channels, num_rbf  radial MLP width and number of distance Gaussians
+        rbf_width_scale    Gaussian width sigma = rbf_width_scale * centre spacing (centres on
+                           [0, cutoff]; EquiformerV2 uses 2.0)
         parity             "o3" (default; exact under inversion, tracks pseudo-tensors) or "so3"
                            (one sector, the original eSCN: rotations only)
     """
@@ -129,7 +133,7 @@ class ESCN(Backbone):
     def __init__(self, info: DatasetInfo, *, sphere_channels: int = 16, lmax: int | None = None,
                  mmax: int | None = None, num_layers: int = 1, num_heads: int = 2, attn_hidden_channels: int = 16,
                  attn_alpha_channels: int = 16, attn_value_channels: int = 8, ffn_hidden_channels: int = 64,
-                 edge_channels: int = 32, num_rbf: int = 32, parity: str = "o3"):
+                 edge_channels: int = 32, num_rbf: int = 32, rbf_width_scale: float = 1.0, parity: str = "o3"):
         super().__init__(info)
         if info.spinful:
             raise ConfigError("escn: spinful (SOC) datasets are not supported by this backbone")
@@ -146,7 +150,10 @@ class ESCN(Backbone):
                         ("attn_value_channels", attn_value_channels), ("ffn_hidden_channels", ffn_hidden_channels),
                         ("edge_channels", edge_channels), ("num_rbf", num_rbf)]:
             _check(isinstance(v, int) and v >= 1, f"{name}={v!r} must be a positive integer")
+        _check(isinstance(rbf_width_scale, (int, float)) and rbf_width_scale > 0,
+               f"rbf_width_scale={rbf_width_scale!r} must be a positive number")
         self.lmax, self.mmax, self.parity = lmax, mmax, parity
+        self.rbf_width_scale = float(rbf_width_scale)
         self.sectors = 2 if parity == "o3" else 1
         self.channels = sphere_channels
         self.num_rbf = num_rbf
@@ -154,8 +161,7 @@ class ESCN(Backbone):
         self.message_flow = "source_to_target"
 
         elements = list(info.elements)
-        self.register_buffer("z_index", torch.full((max(elements) + 1,), -1, dtype=torch.long), persistent=False)
-        self.z_index[torch.tensor(elements)] = torch.arange(len(elements))
+        self.register_buffer("z_index", torch.as_tensor(species_index(elements)), persistent=False)
         n_el = len(elements)
 
         self.we = WignerEckart(info.layout)
@@ -180,8 +186,8 @@ class ESCN(Backbone):
         z = self.z_index[batch.z]
         vec = edge_vectors(batch)
         dist = vec.norm(dim=1)
-        wigner = self.rotation(vec / dist[:, None])
-        rbf = gaussian_rbf(dist, self.info.cutoff, self.num_rbf)
+        wigner = self.rotation(vec)
+        rbf = gaussian(dist, 0.0, self.info.cutoff, self.num_rbf, self.rbf_width_scale)
         x = self._embed(self.atom_embedding(z))
         e = self._embed(self.edge_embedding(rbf))
         for layer in self.layers:

@@ -1,80 +1,31 @@
 """Edge-aligned frames: per-edge Wigner-D that turn an edge onto the polar axis.
 
-zoo's internal real-SH basis is e3nn's basis seen through the (y, z, x) reordering, so the
-polar axis of the internal basis (physical z) is e3nn's y axis. With v = to_e3nn_frame(r_hat),
-e3nn writes v = R(alpha, beta, 0) e_y with R(a, b, c) = Ry(a) Rx(b) Ry(c),
-
-    cos(beta) = v_y,  sin(beta) = sqrt(v_x^2 + v_z^2),  (cos, sin)(alpha) = (v_z, v_x) / sin(beta).
-
-Then D_l(R) = Y_l(alpha) J_l^T Y_l(beta) J_l, where Y_l(t) is the rotation about the polar axis
-(non-zero on the diagonal and anti-diagonal only) and J_l = D_l(Rz(90 deg)) turns a rotation
-about y into one about x. Features go to the edge frame with D^T (edge on +z physical) and
-back with D. No acos/atan2 and no random roll: the angles' cosines and sines come straight from
-the vector (Chebyshev recurrences give cos(m t), sin(m t)), which keeps the forward pass
-deterministic and its gradient finite for edges on the polar axis (there alpha := 0; any roll
-is allowed because the SO(2) layers commute with it).
+The frame is `zoo.physics.frames.edge_frame` (R_e r_hat = e_z, physical z being the polar
+axis of the internal real-SH basis), and its Wigner-D comes from the shared batched
+`zoo.physics.wigner.wigner_D_list`. `EdgeRotation` returns D_l(R_e^T) = D_l(R_e)^T, so
+features go to the edge frame with D^T (edge on +z) and back with D. The roll about the edge
+is the frame's gauge; the SO(2) layers commute with it, so the output does not depend on it.
+No angles, no random roll: deterministic, and finite gradients also for edges on +-z.
 """
 
 from __future__ import annotations
 
 import torch
-from e3nn import o3
 
-
-def _polar_rotation(l: int, cos_m: torch.Tensor, sin_m: torch.Tensor) -> torch.Tensor:
-    """[E, 2l+1, 2l+1] rotation about the polar axis; cos_m/sin_m are [E, lmax+1] = cos(m t), sin(m t)."""
-    e = cos_m.shape[0]
-    out = cos_m.new_zeros(e, 2 * l + 1, 2 * l + 1)
-    for i in range(2 * l + 1):
-        f = l - i  # e3nn: row i carries frequency l - i; sin(-x) = -sin(x)
-        out[:, i, 2 * l - i] = sin_m[:, abs(f)] * (1.0 if f >= 0 else -1.0)
-        out[:, i, i] = cos_m[:, abs(f)]  # after the sine: for f = 0 both land on the centre
-    return out
-
-
-def _multiples(c: torch.Tensor, s: torch.Tensor, lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos(m t), sin(m t) for m = 0..lmax from cos t, sin t (angle-addition recurrence)."""
-    cs, ss = [torch.ones_like(c)], [torch.zeros_like(s)]
-    for _ in range(lmax):
-        cs.append(cs[-1] * c - ss[-1] * s)
-        ss.append(ss[-1] * c + cs[-2] * s)
-    return torch.stack(cs, dim=1), torch.stack(ss, dim=1)
+from zoo.physics.frames import edge_frame
+from zoo.physics.wigner import wigner_D_list
 
 
 class EdgeRotation(torch.nn.Module):
-    """Computes, for unit edge vectors (physical frame), the Wigner-D blocks D_l(R_e), l = 0..lmax."""
+    """Computes, for edge vectors (physical frame), the Wigner-D blocks D_l(R_e^T), l = 0..lmax."""
 
     def __init__(self, lmax: int):
         super().__init__()
         self.lmax = lmax
-        old = torch.get_default_dtype()
-        torch.set_default_dtype(torch.float64)  # e3nn builds its generators in the default dtype
-        try:
-            rz90 = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-            angles = o3.matrix_to_angles(rz90)
-            js = [o3.wigner_D(l, *angles) for l in range(lmax + 1)]
-        finally:
-            torch.set_default_dtype(old)
-        for l, J in enumerate(js):
-            self.register_buffer(f"J{l}", J, persistent=False)
 
-    def forward(self, unit: torch.Tensor) -> list[torch.Tensor]:
-        """unit [E, 3] (x, y, z) -> [D_0, ..., D_lmax], each [E, 2l+1, 2l+1]."""
-        vx, vy, vz = unit[:, 1], unit[:, 2], unit[:, 0]  # e3nn frame: (x, y, z)_e3nn = (y, z, x)
-        rho2 = vx * vx + vz * vz
-        ok = rho2 > 1e-20
-        rho = torch.where(ok, torch.where(ok, rho2, torch.ones_like(rho2)).sqrt(), torch.zeros_like(rho2))
-        safe = torch.where(ok, rho, torch.ones_like(rho))
-        cos_a = torch.where(ok, vz / safe, torch.ones_like(vz))
-        sin_a = torch.where(ok, vx / safe, torch.zeros_like(vx))
-        ca, sa = _multiples(cos_a, sin_a, self.lmax)
-        cb, sb = _multiples(vy, rho, self.lmax)
-        out = []
-        for l in range(self.lmax + 1):
-            J = getattr(self, f"J{l}").to(dtype=unit.dtype, device=unit.device)
-            ya, yb = _polar_rotation(l, ca, sa), _polar_rotation(l, cb, sb)
-            out.append(ya @ (J.T @ yb @ J))
-        return out
+    def forward(self, vec: torch.Tensor) -> list[torch.Tensor]:
+        """vec [E, 3] (x, y, z; need not be unit) -> [D_0, ..., D_lmax], each [E, 2l+1, 2l+1]."""
+        return wigner_D_list(self.lmax, edge_frame(vec).transpose(1, 2))
 
 
 class MMajor:
