@@ -47,6 +47,7 @@ def test_bench_sk_appends_a_valid_row(tiny, tmp_path, capsys):
     assert set(REQUIRED) <= set(cols)
     assert row["model"] == "sk" and row["epochs_run"] == "3" and row["budget"] == "epochs=3"
     assert row["card_hash"] == tiny.card.hash() and "method=toy" in row["level_of_theory"]
+    assert row["recipe_hash"] == tiny.card.recipe_hash() and row["overrides"] == "lr=0.02 model.n_radial=6"
     for k in ("total_mae_mev", "eig_rel_l1", "gap_err_mev", "params", "time_per_epoch_s"):
         assert math.isfinite(float(row[k])) and float(row[k]) >= 0, k
     assert float(row["equivariance_max_mev"]) < 1.0
@@ -77,6 +78,7 @@ def test_bench_sk_appends_a_valid_row(tiny, tmp_path, capsys):
                  "--runs-dir", str(runs)]) == 0
     _, rows = read_rows(lb / "tiny-e2e.csv")
     assert len(rows) == 2 and rows[1]["epochs_run"] == "4"
+    assert rows[1]["overrides"] == rows[0]["overrides"]  # a resumed row names the run's own overrides
 
 
 def test_nan_run_writes_no_row(tiny, tmp_path, capsys):

@@ -91,6 +91,11 @@ def test_equivariance_and_parity(name, improper, structure):
     scale = max(p.edge_blocks[em].abs().max(), p.node_blocks[nm].abs().max())
     err_n = ((D @ p.node_blocks @ D.T - pr.node_blocks)[nm]).abs().max() / scale
     err_e = ((D @ p.edge_blocks @ D.T - pr.edge_blocks)[em]).abs().max() / scale
+    if improper and not getattr(model_class(name), "parity_equivariant", True):
+        # declared SO(3)-only (e.g. right-handed local frames): measured and reported, not asserted
+        print(f"\n{name}: rotoinversion error {float(err_n):.3e} (on-site), {float(err_e):.3e} (off-site), "
+              "relative; declares parity_equivariant=False")
+        return
     assert err_n < 1e-8 and err_e < 1e-8, (float(err_n), float(err_e))
 
 

@@ -14,16 +14,17 @@ from zoo.models.trivial.model import TrivialTwoCentre
 
 
 class RootLoss(TrivialTwoCentre):
-    """Owns a non-linear loss: (node SSE + 0.5 edge SSE) / count, then f(m) = m + sqrt(m)."""
+    """Owns a non-linear two-component loss (GEARS-H's form): sums and counts are vectors
+    [on-site, off-site], f(m) = (m_on + 4 m_off)/5 + (sqrt(m_on) + 4 sqrt(m_off))/5."""
 
     def loss_terms(self, pred, batch):
         mn, me = label_masks(batch)
         en, ee = (pred.node_blocks - batch.y_node)[mn], (pred.edge_blocks - batch.y_edge)[me]
-        s = (en * en).sum() + 0.5 * (ee * ee).sum()
-        return s, torch.as_tensor(en.numel() + 0.5 * ee.numel(), dtype=s.dtype, device=s.device)
+        s = torch.stack([(en * en).sum(), (ee * ee).sum()])
+        return s, torch.tensor([float(en.numel()), float(ee.numel())], dtype=s.dtype, device=s.device)
 
     def loss_outer(self, m):
-        return m + torch.sqrt(m)
+        return (m[0] + 4 * m[1]) / 5 + (torch.sqrt(m[0]) + 4 * torch.sqrt(m[1])) / 5
 
 
 class NodeOnly(TrivialTwoCentre):
@@ -57,7 +58,7 @@ def test_model_loss_is_used(tiny):
     batch = collate(train)
     with torch.no_grad():
         s, c = m.loss_terms(m(batch), batch)
-    expect = float(s / c + torch.sqrt(s / c))
+    expect = float(m.loss_outer(s / c))
     r = Trainer(m, train, val, TrainConfig(**{**CFG, "max_epochs": 1}), quiet=True).fit()
     assert r.history[0]["train_loss"] == pytest.approx(expect, rel=1e-12)  # f(S/C) of the model, pre-step
 
@@ -122,7 +123,7 @@ def test_ddp_equals_single_process_for_model_owned_nonlinear_loss(tiny, tmp_path
     for k, v in single.model.state_dict().items():
         worst = max(worst, float((got["state"][k] - v).abs().max()))
         moved = max(moved, float((v - start[k]).abs().max()))
-    print(f"DDP (2 gloo ranks) vs single process, model-owned f(m) = m + sqrt(m): max |dw| = {worst:.1e}")
+    print(f"DDP (2 gloo ranks) vs single process, model-owned two-component f(m_on, m_off): max |dw| = {worst:.1e}")
     assert worst < 1e-10, worst
     assert moved > 1e-3  # the weights did train
     for a, b in zip(got["history"], r.history):

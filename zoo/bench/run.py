@@ -448,7 +448,9 @@ def run_bench(opts: BenchOptions) -> dict:
             cfg.max_epochs, cfg.time_budget_min, cfg.cpu_budget_min = (c2.max_epochs, c2.time_budget_min,
                                                                        c2.cpu_budget_min)
         cfg = resume_overrides(cfg, opts.overrides, str(run_dir))
+        run_overrides = list(saved.get("overrides", []))  # the row names the run's own overrides
     else:
+        run_overrides = list(opts.overrides)
         hp, cfg = build_config(opts.model, opts.preset, opts.overrides, opts.max_epochs, opts.time_budget_min,
                                opts.cpu_budget_min)
         part = "unresolved"
@@ -482,6 +484,7 @@ def run_bench(opts: BenchOptions) -> dict:
         train_full = training_graphs(ds, "train", info.layout, dtype) if full_needed else None
         config = {"model": opts.model, "preset": opts.preset, "dataset": ds.name, "dataset_arg": str(opts.dataset),
                   "dataset_path": str(ds.path), "card_hash": card_hash, "seed": opts.seed, "hparams": hp,
+                  "overrides": run_overrides,
                   "train": cfg.to_dict(), "partition": part, "hops": hops, "world_size": ctx.world_size,
                   "info": dataset_info_json(info), "n_train_graphs": len(train), "n_val_graphs": len(val)}
         if ctx.is_main and not opts.resume:
@@ -516,7 +519,8 @@ def run_bench(opts: BenchOptions) -> dict:
         lot = ds.card.level_of_theory
         row = {"run_id": run_dir.name, "date": _dt.datetime.now().isoformat(timespec="seconds"),
                "model": opts.model, "preset": opts.preset, "hparam_hash": hparam_hash(opts.model, hp, cfg),
-               "dataset": ds.name, "card_hash": card_hash,
+               "dataset": ds.name, "card_hash": card_hash, "recipe_hash": ds.card.recipe_hash(),
+               "overrides": " ".join(run_overrides),
                "level_of_theory": ";".join(f"{k}={lot[k]}" for k in sorted(lot)),
                "seed": opts.seed, "budget": budget_string(cfg), "epochs_run": result.epochs_run,
                "stop_reason": result.stop_reason,

@@ -4,7 +4,8 @@ checkpoints, exact resume and DDP.
 
 Loss of a step: (S, C) = the backbone's `loss_terms(pred, batch)` when it returns a pair, else the
 stage's masked harness loss; the objective is f(S/C) with f = `loss_outer` (model-owned) or the
-harness loss's outer function, plus the stage's extra terms sum_k w_k S_k/C_k (`zoo.bench.stages`).
+harness loss's outer function (S and C may be K-vectors: f then takes the K means), plus the stage's
+extra terms sum_k w_k S_k/C_k (`zoo.bench.stages`).
 S and C are summed over DDP ranks before dividing and the backward pass uses the surrogate
 f'(S/C) s_rank / C (f' by autograd for a model-owned f), so W ranks give the single-process gradient.
 With `standardize: true` the model is wrapped in `zoo.bench.standardize.Standardized` and every loss
@@ -206,6 +207,7 @@ class Trainer:
         self.elapsed = 0.0
         self.cpu_elapsed = 0.0
         self._owned = False  # whether the model's loss_terms returned a loss (set by the first step)
+        self._loss_components = 1  # length of the main loss's (sum, count) vectors (set by the first step)
 
     # -- stages --------------------------------------------------------------------------
     @property
@@ -295,23 +297,32 @@ class Trainer:
         if isinstance(self.model, Standardized):
             pred, batch = self.model.standardized_view(pred, batch)
         owned = self.model.loss_terms(pred, batch)
-        if owned is not None:
+        if owned is not None:  # sums and counts may be vectors: f then takes the vector of means
             s, c = owned
-            return s, torch.as_tensor(c, dtype=s.dtype, device=s.device), True
+            s = s.reshape(-1)
+            c = torch.as_tensor(c, dtype=s.dtype, device=s.device).reshape(-1).expand_as(s)
+            return s, c, True
         s, c = masked_sums(self.spec, pred, batch)
-        return s, c, False
+        return s.reshape(1), c.reshape(1), False
+
+    @staticmethod
+    def _means(S: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+        """S / C per component; 0 where a component has no entries (e.g. no edges in a batch)."""
+        return torch.where(C > 0, S / C.clamp(min=1e-30), torch.zeros_like(S))
 
     def _outer(self, m: torch.Tensor, owned: bool) -> torch.Tensor:
-        return self.model.loss_outer(m) if owned else outer(self.spec, m)
+        return (self.model.loss_outer(m) if owned else outer(self.spec, m)).sum()
 
-    def _outer_grad(self, m: torch.Tensor, owned: bool) -> torch.Tensor:
-        """f'(m): the harness's closed form, or autograd through the model's loss_outer."""
+    def _outer_grad(self, m: torch.Tensor, C: torch.Tensor, owned: bool) -> torch.Tensor:
+        """df/dm per component: the harness's closed form, or autograd through the model's loss_outer;
+        zero for components without entries (their sums are zero too)."""
         if not owned:
-            return outer_grad(self.spec, m)
-        x = m.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(self.model.loss_outer(x), x)
-        return g.detach()
+            g = outer_grad(self.spec, m)
+        else:
+            x = m.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                (g,) = torch.autograd.grad(self.model.loss_outer(x).sum(), x)
+        return torch.where(C > 0, g.detach(), torch.zeros_like(g))
 
     # -- steps ---------------------------------------------------------------------------
     def _epoch_batches(self, epoch: int) -> list[list]:
@@ -332,22 +343,25 @@ class Trainer:
         pred = self.net(batch)
         s, c, owned = self._main_sums(pred, batch)
         self._owned = owned
+        K = self._loss_components = s.numel()  # components of the main loss (1 for the harness's)
         sums = [s * weight, c * weight]
         for term, fn in self.terms:
             ts, tc = fn(self.model, pred, batch, self.info, **term.params)
-            sums += [ts.to(s.dtype) * weight, torch.as_tensor(tc, dtype=s.dtype, device=s.device) * weight]
-        tot = ddp.all_reduce_sum(torch.stack([x.detach() for x in sums]), self.ctx)
-        S, C = tot[0], tot[1]
-        value = self._outer(S / C, owned) if C > 0 else S * 0.0
-        # gradient of f(S/C): f'(m) * dS / C; DDP averages over W ranks, so scale by W
-        surrogate = self._outer_grad(S / C.clamp(min=1e-30), owned) * sums[0] / C.clamp(min=1e-30)
+            sums += [ts.to(s.dtype).reshape(1) * weight,
+                     torch.as_tensor(tc, dtype=s.dtype, device=s.device).reshape(1) * weight]
+        tot = ddp.all_reduce_sum(torch.cat([x.detach() for x in sums]), self.ctx)
+        S, C = tot[:K], tot[K:2 * K]
+        m = self._means(S, C)
+        value = self._outer(m, owned)
+        # gradient of f(S/C): sum_k f'_k(m) * dS_k / C_k; DDP averages over W ranks, so scale by W
+        surrogate = (self._outer_grad(m, C, owned) * sums[0] / C.clamp(min=1e-30)).sum()
         term_values = []
         for k, (term, _) in enumerate(self.terms):
-            Sk, Ck = tot[2 + 2 * k], tot[3 + 2 * k]
+            Sk, Ck = tot[2 * K + 2 * k], tot[2 * K + 2 * k + 1]
             vk = Sk / Ck if Ck > 0 else Sk * 0.0
             term_values.append(float(vk))
             value = value + term.weight * vk
-            surrogate = surrogate + term.weight * sums[2 + 2 * k] / Ck.clamp(min=1e-30)
+            surrogate = surrogate + term.weight * sums[2 + 2 * k][0] / Ck.clamp(min=1e-30)
         if not torch.isfinite(value):
             names = [getattr(g, "name", "?") for g in graphs]
             raise TrainingDiverged(f"non-finite training loss ({value.item()}) at epoch {epoch + 1}, step {step + 1} "
@@ -367,15 +381,18 @@ class Trainer:
         if not self.val_graphs:
             return float("nan")
         self.model.eval()
-        S = torch.zeros((), dtype=torch.float64, device=self.device)
-        C = torch.zeros((), dtype=torch.float64, device=self.device)
+        # K components, as in training: a rank without validation graphs still joins with zeros
+        K = self._loss_components
+        S = torch.zeros(K, dtype=torch.float64, device=self.device)
+        C = torch.zeros(K, dtype=torch.float64, device=self.device)
         owned = self._owned
         for g in ddp.shard(self.val_graphs, self.ctx):
             g = g.to(self.device)
             s, c, owned = self._main_sums(self.model(g), g)
             S, C = S + s.double(), C + c.double()
-        tot = ddp.all_reduce_sum(torch.stack([S, C]), self.ctx)
-        return float(self._outer(tot[0] / tot[1], owned)) if tot[1] > 0 else float("nan")
+        tot = ddp.all_reduce_sum(torch.cat([S, C]), self.ctx)
+        S, C = tot[:K], tot[K:]
+        return float(self._outer(self._means(S, C), owned)) if (C > 0).any() else float("nan")
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:

@@ -35,6 +35,9 @@ class Backbone(torch.nn.Module):
     #: True if the raw output is hermitian by construction (H_ii = H_ii^dagger, H_ji(-R) = H_ij(R)^dagger);
     #: the contract test holds such a backbone to 1e-10. Others are hermitized by the harness.
     hermitian: bool = False
+    #: False for a backbone that is equivariant under proper rotations only (e.g. right-handed local
+    #: frames): the contract test then measures and prints the rotoinversion error instead of asserting it
+    parity_equivariant: bool = True
 
     def __init__(self, info: DatasetInfo):
         super().__init__()
@@ -46,6 +49,9 @@ class Backbone(torch.nn.Module):
     # -- optional hooks (defaults: the harness's behaviour) ------------------------------------
     def loss_terms(self, pred: Prediction, batch) -> tuple[torch.Tensor, torch.Tensor] | None:
         """A model-owned loss as (sum, count) over this batch; the loss is `loss_outer(sum / count)`.
+
+        sum and count may be scalars or vectors of K components (e.g. [on-site, off-site]); then
+        `loss_outer` receives the K means and returns one scalar.
 
         Keeping sum and count apart lets DDP normalise by the global count (exact gradients).
         Return None (the default) to use the harness's masked loss from the preset's `train:`.
