@@ -29,6 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from zoo.data.graph import species_index
 from zoo.errors import ConfigError
 from zoo.models.contract import Backbone, Prediction
 from zoo.physics.coupling import WignerEckart, coupling_matrix
@@ -94,9 +95,7 @@ class Standardized(Backbone):
         self.register_buffer("comp_is_scalar", torch.as_tensor(irrep_L[comp_irrep] == 0), persistent=False)
         self.n_irreps = len(irrep_L)
         elements = list(info.elements)
-        z_index = torch.full((max(elements) + 1,), -1, dtype=torch.long)
-        z_index[torch.tensor(elements)] = torch.arange(len(elements))
-        self.register_buffer("z_index", z_index, persistent=False)
+        self.register_buffer("z_index", torch.as_tensor(species_index(elements)), persistent=False)
         ne, D = len(elements), self.we.irreps.dim
         real_node = torch.stack([self.we.pair_mask(z, z) for z in elements])
         real_edge = torch.stack([torch.stack([self.we.pair_mask(a, b) for b in elements]) for a in elements])

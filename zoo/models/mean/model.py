@@ -23,6 +23,7 @@ from typing import Iterable
 
 import torch
 
+from zoo.data.graph import species_index
 from zoo.data.torch_data import DatasetInfo
 from zoo.errors import ModelError
 from zoo.models.contract import Backbone, Prediction
@@ -48,9 +49,7 @@ class MeanOnsite(Backbone):
             raise ModelError("mean: spinful datasets are not supported (this baseline is spinless)")
         self.we = WignerEckart(info.layout)
         elements = list(info.elements)
-        z_index = torch.full((max(elements) + 1,), -1, dtype=torch.long)
-        z_index[torch.tensor(elements)] = torch.arange(len(elements))
-        self.register_buffer("z_index", z_index, persistent=False)
+        self.register_buffer("z_index", torch.as_tensor(species_index(elements)), persistent=False)
         # coefficient offsets of the L = 0 irreps (each one number) in the coupled vector
         scalar, offset = [], 0
         for _, ir in self.we.irreps:
