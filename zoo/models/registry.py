@@ -39,7 +39,8 @@ _REGISTRY: dict[str, type] = {}
 #: preset sections read by the harness, not model hyper-parameters
 PRESET_SECTIONS = ("train", "partition")
 #: packages imported on first registry use, so built-ins register themselves
-BUILTIN_MODULES = ["zoo.models.trivial", "zoo.models.sk", "zoo.models.escn", "zoo.models.mean", "zoo.models.acdc"]
+BUILTIN_MODULES = ["zoo.models.trivial", "zoo.models.sk", "zoo.models.escn", "zoo.models.mean", "zoo.models.acdc",
+                   "zoo.models.lcnet"]
 #: entry-point group through which installed distributions add backbones
 ENTRY_POINT_GROUP = "zoo.backbones"
 _loaded = False
