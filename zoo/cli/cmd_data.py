@@ -19,6 +19,17 @@ def add_parser(sub) -> None:
     info.add_argument("path", help="dataset directory (or a catalogue name once built)")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=run_info)
+    st = dsub.add_parser("structure", help="write a catalogue structure (no labels computed) or a supercell of a file",
+                         description="NAME is a catalogue entry (its recipe's cell for --split, e.g. the 3,000-atom "
+                                     "a-HfO2 melt-quench with --size paper) or a structure file; --repeat makes a "
+                                     "supercell of either.")
+    st.add_argument("name", help="catalogue name (a-hfo2, a-ptge, a-gst, c-hfo2, ...) or a structure file")
+    st.add_argument("--size", choices=["small", "medium", "paper"], default=None, help="catalogue size (default: small)")
+    st.add_argument("--split", default="test", help="which split's cell of the catalogue entry (default: test)")
+    st.add_argument("--index", type=int, default=0, help="which cell of that split (default: 0)")
+    st.add_argument("--repeat", default=None, metavar="A,B,C", help="replicate the cell A x B x C times")
+    st.add_argument("-o", "--output", required=True, help="output structure file (.extxyz by default; .cif, .vasp, ...)")
+    st.set_defaults(func=run_structure)
     for mod in DATA_COMMAND_MODULES:
         # Only a sub-command module that is itself absent from this build is skipped. An ImportError
         # raised inside it (a missing dependency, a broken import) propagates as itself: swallowing it
@@ -70,4 +81,25 @@ def run_info(args) -> int:
           f"spinful: {ds.card.spinful}   hash: {ds.card.hash()}")
     print(f"splits   " + ", ".join(f"{k}: {len(v)}" for k, v in ds.card.splits.items()))
     print(tabulate(per, headers="keys"))
+    return 0
+
+
+def run_structure(args) -> int:
+    """`zoo data structure NAME|FILE [--size S] [--repeat a,b,c] -o FILE`."""
+    import time
+    from pathlib import Path
+
+    from zoo.data.big import catalogue_structure, describe, parse_repeat, repeat_structure, write_structure
+    from zoo.data.structure_io import read_structure
+
+    t0 = time.time()
+    reps = parse_repeat(args.repeat) if args.repeat else None  # a bad --repeat fails before minutes of melt-quench
+    if Path(args.name).is_file():
+        st = read_structure(args.name)
+    else:
+        st = catalogue_structure(args.name, args.size, args.split, args.index)
+    if reps:
+        st = repeat_structure(st, reps, args.name)
+    out = write_structure(st, args.output)
+    print(f"{out}: {describe(st)}  ({time.time() - t0:.1f} s)")
     return 0
