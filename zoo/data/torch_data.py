@@ -31,6 +31,7 @@ from zoo.data.format import Dataset, Record, Structure
 from zoo.errors import DataError
 from zoo.data.graph import edge_vectors_np, neighbor_graph
 from zoo.physics.basis import OrbitalLayout
+from zoo.physics.spin import complex_dtype
 
 
 @dataclass
@@ -61,11 +62,6 @@ class DatasetInfo:
 def _mask_rows(layout: OrbitalLayout, z: np.ndarray, spinful: bool = False) -> torch.Tensor:
     m = layout.mask_table()[z]
     return torch.as_tensor(np.concatenate([m, m], axis=1) if spinful else m)
-
-
-def complex_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The complex dtype of spinful targets for a real graph dtype (complex64 for float32, else complex128)."""
-    return torch.complex64 if dtype == torch.float32 else torch.complex128
 
 
 def structure_to_data(structure: Structure, layout: OrbitalLayout, cutoff: float,

@@ -44,9 +44,20 @@ from zoo.physics.wigner import wigner_D_shells
 _E3NN_GENERATOR_OF_AXIS = (2, 0, 1)
 
 
-def _complex_of(dtype: torch.dtype) -> torch.dtype:
-    """complex64 for float32 (and complex64), complex128 otherwise."""
+def complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The complex dtype matching a real or complex one: complex64 for float32 (and below) or complex64,
+    complex128 otherwise (spinful blocks of float32 / float64 data)."""
     return torch.complex64 if dtype in (torch.float32, torch.complex64, torch.float16, torch.bfloat16) else torch.complex128
+
+
+def spin_identity(blocks: torch.Tensor) -> torch.Tensor:
+    """kron(I2, B) for blocks [..., n, n] -> [..., 2n, 2n] in the spin-major layout (docs/adr/0006),
+    keeping B's dtype: a spin-independent term (H0, or the spin-diagonal overlap S)."""
+    n = blocks.shape[-1]
+    out = blocks.new_zeros(*blocks.shape[:-2], 2 * n, 2 * n)
+    out[..., :n, :n] = blocks
+    out[..., n:, n:] = blocks
+    return out
 
 
 def pauli(dtype: torch.dtype = torch.complex128, device: torch.device | str | None = None) -> torch.Tensor:
@@ -105,7 +116,7 @@ def su2(R) -> torch.Tensor:
     eye = torch.eye(2, dtype=torch.complex128, device=R.device)
     # U = w I - i (v . sigma), with (w, v) = (cos(theta/2), sin(theta/2) n)
     U = w[..., None, None].to(torch.complex128) * eye - 1j * torch.einsum("...a,aij->...ij", v.to(torch.complex128), sig)
-    return U.to(_complex_of(R.dtype))
+    return U.to(complex_dtype(R.dtype))
 
 
 def spinful_wigner(shells: Sequence[int], R) -> torch.Tensor:
@@ -126,7 +137,7 @@ def rotate_spinful(block, shells_row: Sequence[int], shells_col: Sequence[int], 
     R = _as_rotation(R).to(device=b.device)
     Dr = spinful_wigner(shells_row, R)
     Dc = Dr if list(shells_row) == list(shells_col) else spinful_wigner(shells_col, R)
-    cdt = _complex_of(b.dtype)
+    cdt = complex_dtype(b.dtype)
     out = Dr.to(cdt) @ b.to(cdt) @ Dc.to(cdt).conj().transpose(-1, -2)
     return out.numpy() if is_np else out
 
@@ -148,7 +159,7 @@ def time_reverse(block):
     nr, nc = b.shape[-2], b.shape[-1]
     if nr % 2 or nc % 2:
         raise ValueError(f"a spinful block needs even dimensions, got {tuple(b.shape[-2:])}")
-    cdt = _complex_of(b.dtype)
+    cdt = complex_dtype(b.dtype)
     Tr = time_reversal_matrix(nr // 2, cdt, b.device)
     Tc = Tr if nr == nc else time_reversal_matrix(nc // 2, cdt, b.device)
     out = Tr @ b.to(cdt).conj() @ Tc.transpose(-1, -2)  # Theta is real, so Theta^dagger = Theta^T

@@ -34,6 +34,7 @@ import torch
 
 from zoo.errors import ZooError
 from zoo.physics.basis import OrbitalLayout
+from zoo.physics.spin import complex_dtype, spin_identity
 
 __all__ = [
     "GraphSlice", "split_batch", "basis_order_rank", "orbital_index", "bloch_sum", "hermitize_matrix",
@@ -132,10 +133,6 @@ def orbital_index(orb_mask: torch.Tensor, orbital_rank: torch.Tensor | None = No
     return idx, int(n_atom.sum())
 
 
-def _complex_of(dtype: torch.dtype) -> torch.dtype:
-    if dtype.is_complex:
-        return dtype
-    return torch.complex128 if dtype == torch.float64 else torch.complex64
 
 
 def bloch_sum(node_blocks: torch.Tensor, edge_blocks: torch.Tensor, edge_index: torch.Tensor,
@@ -172,7 +169,7 @@ def bloch_sum(node_blocks: torch.Tensor, edge_blocks: torch.Tensor, edge_index: 
         dtype = torch.promote_types(node_blocks.dtype, edge_blocks.dtype)
         vals = torch.cat([v_node.to(dtype), v_edge.to(dtype)])[None, :].expand(n_k, -1)
     else:
-        dtype = _complex_of(torch.promote_types(node_blocks.dtype, edge_blocks.dtype))
+        dtype = complex_dtype(torch.promote_types(node_blocks.dtype, edge_blocks.dtype))
         # edge of every selected entry, to broadcast the per-edge phase onto its entries
         entry_edge = torch.arange(edge_blocks.shape[0], device=edge_blocks.device)
         entry_edge = entry_edge[:, None, None].expand(-1, m, m)[edge_sel]
@@ -192,11 +189,7 @@ def hermitize_matrix(m: torch.Tensor) -> torch.Tensor:
 
 def spinful_overlap_blocks(s_blocks: torch.Tensor) -> torch.Tensor:
     """Spinless padded S blocks [B, n, n] -> spinful [B, 2n, 2n] = [[S, 0], [0, S]] (S is spin-diagonal)."""
-    b, n, _ = s_blocks.shape
-    out = s_blocks.new_zeros(b, 2 * n, 2 * n)
-    out[:, :n, :n] = s_blocks
-    out[:, n:, n:] = s_blocks
-    return out
+    return spin_identity(s_blocks)
 
 
 # -- generalized eigenproblem ---------------------------------------------------------------------

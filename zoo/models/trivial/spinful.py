@@ -23,20 +23,7 @@ from zoo.errors import ConfigError
 from zoo.models.contract import Backbone, Prediction
 from zoo.models.registry import register_model
 from zoo.models.trivial.model import TrivialTwoCentre
-from zoo.physics.spin import l_dot_sigma, orbital_angular_momentum_shells, pauli
-
-
-def _complex_of(dtype: torch.dtype) -> torch.dtype:
-    return torch.complex64 if dtype == torch.float32 else torch.complex128
-
-
-def spin_identity(blocks: torch.Tensor) -> torch.Tensor:
-    """I2 (x) B for padded blocks [B, n, n] -> [B, 2n, 2n] (spin-major), keeping B's dtype."""
-    b, n, _ = blocks.shape
-    out = blocks.new_zeros(b, 2 * n, 2 * n)
-    out[:, :n, :n] = blocks
-    out[:, n:, n:] = blocks
-    return out
+from zoo.physics.spin import complex_dtype, l_dot_sigma, orbital_angular_momentum_shells, pauli, spin_identity
 
 
 @register_model("trivial-soc")
@@ -82,7 +69,7 @@ class TrivialSOC(Backbone):
         h0 = self.h0(batch)
         m_edge = self.m(batch).edge_blocks
         dt = h0.node_blocks.dtype
-        cdt = _complex_of(dt)
+        cdt = complex_dtype(dt)
         n = h0.node_blocks.shape[-1]
         sig = pauli(cdt, device=m_edge.device)
         # on-site: I2 (x) H0 + sum_s lambda_(z, s) (L.sigma)_s
