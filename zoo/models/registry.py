@@ -40,7 +40,7 @@ _REGISTRY: dict[str, type] = {}
 PRESET_SECTIONS = ("train", "partition")
 #: packages imported on first registry use, so built-ins register themselves
 BUILTIN_MODULES = ["zoo.models.trivial", "zoo.models.sk", "zoo.models.escn", "zoo.models.mean", "zoo.models.acdc",
-                   "zoo.models.lcnet"]
+                   "zoo.models.lcnet", "zoo.models.hamgnn"]
 #: entry-point group through which installed distributions add backbones
 ENTRY_POINT_GROUP = "zoo.backbones"
 _loaded = False

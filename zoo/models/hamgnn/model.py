@@ -1,0 +1,235 @@
+"""`hamgnn` and `hamgnn-soc`: E(3)-equivariant HamGNN (seed 004, Zhong et al.) on e3nn; see README.md.
+
+    x^0_i    = Linear(onehot(Z_i))                                  (N_fea x 0e)
+    x^t_i    = OrbitalConvolution_t(x^(t-1))        t = 1..num_layers (nequip block + gate, residual)
+    h_i      = Linear(x^T_i)
+    omega_ij = PairInteraction(h_i, h_j, r_ij)
+    H_ii     = sym( WE( Linear(Residual_on(h_i)) ) ),     sym(B) = (B + B^T) / 2
+    H_ij(R)  = ( WE(Linear(Residual_off(omega_ij))) + WE(Linear(Residual_off(omega_ji)))^T ) / 2
+
+WE is the shared Wigner-Eckart head (eq. 12). The off-site line is eq. 23 with the reverse edge's
+raw output computed from the same two endpoint features (omega_ji = PairInteraction(h_j, h_i, -r_ij),
+exactly what the edge (j, i, -R) computes), so H_ji(-R) = H_ij(R)^T holds by construction, also
+for a partition's one-way halo edges whose reverse is not in the sub-graph.
+
+Spin-orbit coupling (`hamgnn-soc`, eqs. 14-15, spin-major layout of docs/adr/0006):
+
+    H_ij = kron(I2, H0_ij) + 1/2 sum_a kron(sigma_a, (xi_ij o L)_a),
+    (xi o L)_a = sum over slot pairs (s, t) with l_s = l_t > 0 of xi_st L^(l)_a placed at (s, t)
+
+L^(l)_a is the analytic one-centre angular momentum (`zoo.physics.spin`), on site and, as a
+documented deviation, off site too (the two-centre <phi_i|L|phi_j> of the paper is not in our
+data); xi_st is an invariant (0e) per shell pair from node (on site) or pair (off site) scalars,
+symmetrised like H so the block is hermitian. sum_a sigma_a (x) L_a is invariant under
+kron(U(R), D_l(R)) on both sides and time-reversal even, so the output is SU(2)-equivariant,
+parity-even and T-symmetric.
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+
+from zoo.data.graph import species_index
+from zoo.data.torch_data import DatasetInfo, block_masks, edge_vectors
+from zoo.errors import ConfigError
+from zoo.models.contract import Backbone, Prediction
+from zoo.models.hamgnn.layers import (OrbitalConvolution, PairInteraction, ResidualBlock, exact_wigner_3j,
+                                      feature_irreps, radial_embedding)
+from zoo.models.registry import register_model
+from zoo.physics.coupling import WignerEckart
+from zoo.physics.spin import complex_dtype, orbital_angular_momentum, pauli, spin_identity
+from zoo.physics.wigner import spherical_harmonics
+
+
+def _sym(blocks: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (blocks + blocks.transpose(-1, -2))
+
+
+@register_model("hamgnn")
+class HamGNN(Backbone):
+    """HamGNN: orbital convolutions, pair interaction, on/off-site residual layers, Wigner-Eckart output.
+
+    Hyper-parameters:
+        num_features   N_fea, channels of every irrep 0e, 0o, ..., lmax e, lmax o (repo preset 32)
+        lmax           largest feature degree (4; at least the largest coupled L = 2 l_max of the basis)
+        sh_lmax        degree of the edge spherical harmonics (4)
+        num_layers     orbital convolutions (5 in the paper); also the partition halo depth
+        num_radial     Bessel functions (8)
+        radial_hidden  width of the two-layer radial MLP (64)
+        radial_layers  hidden layers of the radial MLP (2)
+        cutoff         radial cutoff r_c (default: the dataset cutoff; graph edges are the dataset's blocks)
+        code_compat    v1-code radial basis: no sqrt(2/r_c) prefactor and f_c^2 (default: eq. 19)
+        num_types      one-hot width (default: the dataset's element count; the repo uses 60)
+        l1_loss        train on the mean |H_pred - H| over labelled real entries (the paper's loss)
+    """
+
+    message_passing_layers = 5
+    message_flow = "target_to_source"  # messages from edge_index row 1 (j) summed at row 0 (i)
+    spinful = False
+    hermitian = True
+
+    def __init__(self, info: DatasetInfo, *, num_features: int = 4, lmax: int = 4, sh_lmax: int = 4,
+                 num_layers: int = 2, num_radial: int = 8, radial_hidden: int = 16, radial_layers: int = 2,
+                 cutoff: float | None = None, code_compat: bool = False, num_types: int | None = None,
+                 l1_loss: bool = False):
+        name = type(self).model_name
+        if bool(info.spinful) != self.spinful:
+            if info.spinful:
+                raise ConfigError(f"{name} predicts real spinless blocks and cannot be trained on the spinful "
+                                  f"dataset {info.name!r}; use hamgnn-soc there")
+            raise ConfigError(f"{name} predicts spinful (2n x 2n complex) blocks and cannot be trained on the "
+                              f"spinless dataset {info.name!r}; use hamgnn there")
+        super().__init__(info)
+        for key, v in [("num_features", num_features), ("num_layers", num_layers), ("num_radial", num_radial),
+                       ("radial_hidden", radial_hidden), ("radial_layers", radial_layers)]:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name}: {key} must be a positive integer, got {v!r}")
+        for key, v in [("lmax", lmax), ("sh_lmax", sh_lmax)]:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"{name}: {key} must be a non-negative integer, got {v!r}")
+        rc = float(info.cutoff if cutoff is None else cutoff)
+        if not rc > 0:
+            raise ConfigError(f"{name}: cutoff must be positive, got {rc}")
+        n_el = len(info.elements)
+        n_types = n_el if num_types is None else int(num_types)
+        if n_types < n_el:
+            raise ConfigError(f"{name}: num_types={n_types} is smaller than the dataset's {n_el} elements")
+        self.message_passing_layers = num_layers
+        self.cutoff, self.num_radial, self.code_compat, self.l1_loss = rc, num_radial, bool(code_compat), bool(l1_loss)
+        self.n_types = n_types
+        self.register_buffer("z_index", torch.as_tensor(species_index(info.elements)), persistent=False)
+
+        self.we = WignerEckart(info.layout)
+        need = max(ir.l for _, ir in self.we.irreps)
+        if lmax < need:
+            raise ConfigError(f"{name}: lmax={lmax} cannot express the basis's coupled blocks up to L={need} "
+                              f"(dataset {info.name!r}); use lmax >= {need}")
+        feats = feature_irreps(num_features, lmax)
+        self.irreps_sh = o3.Irreps.spherical_harmonics(sh_lmax, p=-1)
+        self.sh_ls = list(range(sh_lmax + 1))
+        self.embedding = o3.Linear(o3.Irreps(f"{n_types}x0e"), o3.Irreps(f"{num_features}x0e"))
+        layers, irreps = [], self.embedding.irreps_out
+        for _ in range(num_layers):
+            conv = OrbitalConvolution(irreps, feats, self.irreps_sh, n_types, num_radial, radial_hidden, radial_layers)
+            layers.append(conv)
+            irreps = conv.irreps_out
+        self.convolutions = torch.nn.ModuleList(layers)
+        self.to_output = o3.Linear(irreps, feats)
+        self.pair = PairInteraction(feats, self.irreps_sh, num_radial, radial_hidden, radial_layers)
+        self.onsite = torch.nn.Sequential(ResidualBlock(feats), o3.Linear(feats, self.we.irreps))
+        self.offsite = torch.nn.Sequential(ResidualBlock(feats), o3.Linear(feats, self.we.irreps))
+        self.features = feats
+        exact_wigner_3j(self)
+
+    def _apply(self, fn, *args, **kwargs):
+        # .double() / .to() cast e3nn's float32-built 3j constants; rebuild them exactly in the new dtype
+        out = super()._apply(fn, *args, **kwargs)
+        exact_wigner_3j(self)
+        return out
+
+    # -- the spinless network --------------------------------------------------------------------------
+    def _encode(self, batch):
+        """Node features h [N, F], forward and reverse pair features omega_ij, omega_ji [E, F]."""
+        i, j = batch.edge_index
+        vec = edge_vectors(batch)
+        rbf = radial_embedding(vec.norm(dim=-1), self.cutoff, self.num_radial, self.code_compat)
+        sh = spherical_harmonics(self.sh_ls, vec)
+        sh_rev = spherical_harmonics(self.sh_ls, -vec)
+        zi = self.z_index[batch.z]
+        onehot = torch.nn.functional.one_hot(zi, self.n_types).to(vec.dtype)
+        x = self.embedding(onehot)
+        for conv in self.convolutions:
+            x = conv(x, onehot, sh, rbf, i, j)
+        h = self.to_output(x)
+        # both directions in one call: omega_ij from (h_i, h_j, r_ij), omega_ji from (h_j, h_i, -r_ij)
+        omega = self.pair(h, torch.cat([sh, sh_rev]), torch.cat([rbf, rbf]), torch.cat([i, j]), torch.cat([j, i]))
+        e = i.shape[0]
+        return h, omega[:e], omega[e:]
+
+    def _spinless(self, h, omega_f, omega_r) -> tuple[torch.Tensor, torch.Tensor]:
+        node = _sym(self.we.to_blocks(self.onsite(h)))
+        off = self.we.to_blocks(self.offsite(torch.cat([omega_f, omega_r])))
+        e = omega_f.shape[0]
+        edge = 0.5 * (off[:e] + off[e:].transpose(-1, -2))  # eq. 23 with the reverse edge's raw block
+        return node, edge
+
+    def forward(self, batch) -> Prediction:
+        h, omega_f, omega_r = self._encode(batch)
+        return Prediction(*self._spinless(h, omega_f, omega_r))
+
+    # -- the paper's loss --------------------------------------------------------------------------------
+    def loss_terms(self, pred: Prediction, batch) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """With `l1_loss`: (sum |H_pred - H|, count) over labelled real-orbital entries (|.| the modulus).
+
+        HamGNN's code averages its L1 over the padded nao_max^2 arrays (padding zeros included);
+        here padding and virtual (halo) outputs never count.
+        """
+        if not self.l1_loss:
+            return None
+        nm, em = block_masks(batch)
+        nm = nm & batch.node_label_mask[:, None, None]
+        em = em & batch.edge_label_mask[:, None, None]
+        err = torch.cat([(pred.node_blocks - batch.y_node)[nm].abs(), (pred.edge_blocks - batch.y_edge)[em].abs()])
+        return err.sum(), torch.as_tensor(float(err.numel()), dtype=err.dtype, device=err.device)
+
+
+@register_model("hamgnn-soc")
+class HamGNNSOC(HamGNN):
+    """HamGNN with spin-orbit coupling: kron(I2, H0) + 1/2 sum_a kron(sigma_a, xi o L_a) (eqs. 14-15).
+
+    Same hyper-parameters as `hamgnn`; xi has one invariant per same-l shell pair, on site from node
+    scalars and off site from pair scalars, each through its own residual block (v1 code: nao^2
+    scalars averaged within shells).
+    """
+
+    spinful = True
+    hermitian = True
+
+    def __init__(self, info: DatasetInfo, *, num_features: int = 4, lmax: int = 4, sh_lmax: int = 4,
+                 num_layers: int = 2, num_radial: int = 8, radial_hidden: int = 16, radial_layers: int = 2,
+                 cutoff: float | None = None, code_compat: bool = False, num_types: int | None = None,
+                 l1_loss: bool = False):
+        super().__init__(info, num_features=num_features, lmax=lmax, sh_lmax=sh_lmax, num_layers=num_layers,
+                         num_radial=num_radial, radial_hidden=radial_hidden, radial_layers=radial_layers,
+                         cutoff=cutoff, code_compat=code_compat, num_types=num_types, l1_loss=l1_loss)
+        layout = info.layout
+        slot_ls = list(layout.slot_ls)
+        pairs = [(s, t) for s, ls in enumerate(slot_ls) for t, lt in enumerate(slot_ls) if ls == lt and ls > 0]
+        if not pairs:
+            raise ConfigError(f"hamgnn-soc: the basis of dataset {info.name!r} has no l > 0 shell, so L.sigma "
+                              "vanishes and there is no spin-orbit coupling to predict")
+        n = layout.n_max
+        # X[p, a] = Im L^(l)_a placed at slot pair p (L = i X, X real antisymmetric)
+        x = torch.zeros(len(pairs), 3, n, n, dtype=torch.float64)
+        for p, (s, t) in enumerate(pairs):
+            l, os_, ot = slot_ls[s], layout.slot_offsets[s], layout.slot_offsets[t]
+            x[p, :, os_:os_ + 2 * l + 1, ot:ot + 2 * l + 1] = orbital_angular_momentum(l).imag
+        self.register_buffer("l_gen", x, persistent=False)
+        index = {st: p for p, st in enumerate(pairs)}
+        self.register_buffer("pair_transpose", torch.as_tensor([index[(t, s)] for s, t in pairs]), persistent=False)
+        scalars = o3.Irreps(f"{num_features}x0e")
+        self.xi_onsite = torch.nn.Sequential(ResidualBlock(scalars), o3.Linear(scalars, o3.Irreps(f"{len(pairs)}x0e")))
+        self.xi_offsite = torch.nn.Sequential(ResidualBlock(scalars), o3.Linear(scalars, o3.Irreps(f"{len(pairs)}x0e")))
+        self.n_scalars = num_features  # the 0e channels lead the feature irreps
+
+    def _soc(self, xi: torch.Tensor) -> torch.Tensor:
+        """1/2 sum_a kron(sigma_a, sum_p xi_p L_a[p]) for xi [B, P] -> complex [B, 2n, 2n]."""
+        cdt = complex_dtype(xi.dtype)
+        m = torch.einsum("bp,paij->abij", xi, self.l_gen.to(xi.dtype))  # real; (xi o L)_a = i m_a
+        sig = pauli(cdt, device=xi.device)
+        n = m.shape[-1]
+        return (0.5j * torch.einsum("ast,abij->bsitj", sig, m.to(cdt))).reshape(-1, 2 * n, 2 * n)
+
+    def forward(self, batch) -> Prediction:
+        h, omega_f, omega_r = self._encode(batch)
+        node0, edge0 = self._spinless(h, omega_f, omega_r)
+        k = self.n_scalars
+        g_on = self.xi_onsite(h[:, :k])
+        xi_on = 0.5 * (g_on + g_on[:, self.pair_transpose])  # xi_st = xi_ts: hermitian on site
+        g_off = self.xi_offsite(torch.cat([omega_f[:, :k], omega_r[:, :k]]))
+        e = omega_f.shape[0]
+        xi_off = 0.5 * (g_off[:e] + g_off[e:][:, self.pair_transpose])  # xi_ij[s,t] = xi_ji[t,s]
+        cdt = complex_dtype(node0.dtype)
+        return Prediction(spin_identity(node0.to(cdt)) + self._soc(xi_on),
+                          spin_identity(edge0.to(cdt)) + self._soc(xi_off))
