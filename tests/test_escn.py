@@ -11,13 +11,14 @@ from tests.conftest import tiny_hfo2
 from zoo.data.format import Structure
 from zoo.data.partition import partition, partition_for_model, scatter_predictions
 from zoo.data.synthetic import toy_record
-from zoo.data.torch_data import DatasetInfo, record_to_data, structure_to_data
-from zoo.errors import ConfigError
+from zoo.data.torch_data import DatasetInfo, edge_vectors, record_to_data, structure_to_data
+from zoo.errors import ConfigError, ModelError
 from zoo.models.contract import reverse_edges, symmetrize_prediction
 from zoo.models.escn import ESCN
 from zoo.models.escn.rotation import EdgeRotation
 from zoo.models.registry import build_model, list_models, load_preset
 from zoo.physics.basis import OrbitalLayout, get_basis
+from zoo.physics.radial import gaussian
 from zoo.physics.wigner import random_rotation, spherical_harmonics, wigner_D_shells
 
 CUT = 3.5
@@ -260,3 +261,163 @@ def test_one_hop_halo_is_not_enough_for_two_layers():
     parts = partition(data, "slices", hops=1, n_parts=3, flow=m.message_flow)
     node, edge = scatter_predictions(parts, [m(p) for p in parts], data)
     assert (edge - full.edge_blocks).abs().max() > 1e-8
+
+
+# --- the seed's options (issue 18) ------------------------------------------------------------
+SEED_OPTIONS = dict(m_share_rad=True, edge_update="seed", attn_activation="smooth_leaky_relu",
+                    norm_both_streams=False, rbf_width_scale=2.0, rbf_stop=13.0, head_init_scale=1.0,
+                    final_norm=False)
+OPTIONS = {
+    "m_share_rad": dict(m_share_rad=True),
+    "edge_update_seed": dict(edge_update="seed"),
+    "smooth_leaky_relu": dict(attn_activation="smooth_leaky_relu"),
+    "norm_one_stream": dict(norm_both_streams=False),
+    "rbf_seed": dict(rbf_width_scale=2.0, rbf_stop=13.0),
+    "use_overlap": dict(use_overlap=True),
+    "edge_degree_embedding": dict(edge_degree_embedding=True),
+    "head_init_1": dict(head_init_scale=1.0),
+    "no_final_norm": dict(final_norm=False),
+    "seed_all": SEED_OPTIONS,
+    "seed_all_overlap_degree": dict(SEED_OPTIONS, use_overlap=True, edge_degree_embedding=True),
+}
+
+
+def _opt_model(cutoff: float = CUT, seed: int = 0, **kw) -> ESCN:
+    torch.manual_seed(seed)
+    info = DatasetInfo(LAYOUT, cutoff, has_overlap=True, name="toy")
+    return build_model("escn", info, **{**SMALL, **kw}).double().eval()
+
+
+def _transformed_with_s(data, R: torch.Tensor):
+    """Rotate positions and cell, and the overlap blocks with them (S is a model input here)."""
+    d = _transformed(data, R)
+    D = wigner_D_shells(LAYOUT.slot_ls, R)
+    d.s_node, d.s_edge = D @ data.s_node @ D.T, D @ data.s_edge @ D.T
+    return d
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_options_keep_rotation_and_inversion_equivariance(hfo2, name):
+    m = _opt_model(**OPTIONS[name])
+    p = m(hfo2)
+    # the option is on: the output is not that of the default model of the same seed
+    assert (p.edge_blocks - _opt_model()(hfo2).edge_blocks).abs().max() > 1e-6
+    for R in (random_rotation(7), -random_rotation(3)):  # proper, improper
+        D = wigner_D_shells(LAYOUT.slot_ls, R)
+        q = m(_transformed_with_s(hfo2, R))
+        assert torch.allclose(D @ p.node_blocks @ D.T, q.node_blocks, atol=1e-10)
+        assert torch.allclose(D @ p.edge_blocks @ D.T, q.edge_blocks, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_options_keep_partitions_exact(name):
+    cut = 2.5
+    data = _data(tiny_hfo2(2, (4, 1, 1)), cut)
+    m = _opt_model(cutoff=cut, **OPTIONS[name])
+    full = m(data)
+    parts = partition_for_model(data, m, "slices", n_parts=3)
+    node, edge = scatter_predictions(parts, [m(p) for p in parts], data)
+    assert torch.allclose(node, full.node_blocks, atol=1e-11)
+    assert torch.allclose(edge, full.edge_blocks, atol=1e-11)
+
+
+def test_edge_degree_embedding_is_one_more_hop():
+    """It reads every node's incoming edges before the first layer: the halo needs num_layers + 1 hops."""
+    cut = 2.5
+    data = _data(tiny_hfo2(2, (4, 1, 1)), cut)
+    m = _opt_model(cutoff=cut, edge_degree_embedding=True)
+    assert m.message_passing_layers == 2
+    full = m(data)
+    parts = partition(data, "slices", hops=1, n_parts=3, flow=m.message_flow)
+    _, edge = scatter_predictions(parts, [m(p) for p in parts], data)
+    assert (edge - full.edge_blocks).abs().max() > 1e-8
+    # and it gives the initial nodes l > 0 content: sum_j f_l(r_ij) Y_l(r_ij) is not zero for l = 1..lmax
+    x0 = m.degree_embedding(data.num_nodes, m.rotation(edge_vectors(data)),
+                            gaussian(edge_vectors(data).norm(dim=1), 0.0, cut, SMALL["num_rbf"]),
+                            m.z_index[data.z], data.edge_index)
+    for l in range(1, m.lmax + 1):
+        assert x0[:, l * l:(l + 1) ** 2, 0].abs().max() > 1e-6
+    assert x0[:, :, 1].abs().max() == 0  # nothing in the pseudo-tensor sector
+
+
+def test_m_share_rad_shares_one_factor_per_l_and_channel():
+    """Parameter shapes: the radial MLP ends in (lmax+1) * 3C outputs (one per (l, channel) of the
+    concatenated message) instead of sum_m (lmax-m+1) * 3C, and the SO(2) conv takes no radial input."""
+    lmax, mmax, c = 4, 2, SMALL["sphere_channels"]
+    shared, per_m = _opt_model(m_share_rad=True), _opt_model()
+    for m in (shared, per_m):
+        assert m.lmax == lmax and m.mmax == mmax
+    for block in (shared.layers[0].attn.message, shared.layers[0].edge.message):
+        assert block.radial.net[-1].out_features == (lmax + 1) * 3 * c
+    for block in (per_m.layers[0].attn.message, per_m.layers[0].edge.message):
+        assert block.radial.net[-1].out_features == sum(lmax - m + 1 for m in range(mmax + 1)) * 3 * c
+    # and the SO(2) convolution then receives no per-m radial factors
+    seen = []
+    for model in (shared, per_m):
+        conv = model.layers[0].edge.message.conv1
+        hook = conv.register_forward_pre_hook(lambda mod, args: seen.append(len(args) > 1 and args[1] is not None))
+        model(_data(tiny_hfo2(0, (1, 1, 1))))
+        hook.remove()
+    assert seen == [False, True]
+
+
+def test_seed_edge_update_is_one_conv_and_a_projection():
+    m = _opt_model(edge_update="seed")
+    edge = m.layers[0].edge
+    assert edge.message.conv2 is None and edge.proj is not None
+    assert edge.proj.weight.shape == (m.lmax + 1, m.sectors, SMALL["sphere_channels"], SMALL["attn_hidden_channels"])
+    assert _opt_model().layers[0].edge.proj is None
+
+
+def test_norm_one_stream_has_no_cross_norms():
+    names = {n for n, _ in _opt_model(norm_both_streams=False).named_modules()}
+    assert "layers.0.norm_x1" in names and "layers.0.norm_e2" in names
+    assert "layers.0.norm_e1" not in names and "layers.0.norm_x3" not in names
+
+
+def test_smooth_leaky_relu_limits():
+    from zoo.models.escn.layers import SmoothLeakyReLU
+    f = SmoothLeakyReLU(0.2)
+    x = torch.tensor([-50.0, 0.0, 50.0], dtype=torch.float64)
+    assert torch.allclose(f(x), torch.tensor([-10.0, 0.0, 50.0], dtype=torch.float64), atol=1e-9)
+    x0 = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    f(x0).backward()
+    assert abs(x0.grad.item() - 0.6) < 1e-12  # (1 + a) / 2
+
+
+def test_use_overlap_refuses_data_without_s_and_reads_s(hfo2):
+    with pytest.raises(ConfigError, match="use_overlap=true needs the overlap matrix S.*has no S"):
+        build_model("escn", DatasetInfo(LAYOUT, CUT, name="no-s"), use_overlap=True)
+    m = _opt_model(use_overlap=True)
+    d = hfo2.clone()
+    del d.s_edge
+    with pytest.raises(ModelError, match="needs the overlap blocks S"):
+        m(d)
+    # S is an input: changing one edge's S block changes that edge's output (and its target's node)
+    d = hfo2.clone()
+    d.s_edge = hfo2.s_edge.clone()
+    d.s_edge[0] = d.s_edge[0] * 1.5
+    p, q = m(hfo2), m(d)
+    assert (p.edge_blocks[0] - q.edge_blocks[0]).abs().max() > 1e-6
+    assert (p.node_blocks - q.node_blocks).abs().max() > 1e-8
+
+
+def test_paper_presets_set_the_seed_choices():
+    for preset in ("paper", "paper-md17"):
+        p = load_preset("escn", preset)
+        for k, v in SEED_OPTIONS.items():
+            assert p[k] == v, (preset, k)
+        assert p["use_overlap"] is False and p["edge_degree_embedding"] is False
+        # the seed's edge_channels_list = [C, C, C]: as many Gaussians and radial channels as sphere channels
+        assert p["num_rbf"] == p["edge_channels"] == p["sphere_channels"]
+    cpu = load_preset("escn", "cpu")
+    assert all(k not in cpu for k in SEED_OPTIONS)  # the cpu preset keeps today's numerics
+
+
+def test_bad_option_values_are_config_errors():
+    info = DatasetInfo(LAYOUT, CUT)
+    for kw, msg in [(dict(edge_update="both"), "edge_update"), (dict(attn_activation="relu"), "attn_activation"),
+                    (dict(m_share_rad="yes"), "m_share_rad"), (dict(head_init_scale=0), "head_init_scale"),
+                    (dict(rbf_stop=-1.0), "rbf_stop")]:
+        with pytest.raises(ConfigError, match=msg):
+            ESCN(info, **kw)

@@ -202,3 +202,17 @@ class SO2Convolution(nn.Module):
                 y = xm @ w.T
             outs.append(y.reshape(e, -1, s, self.c_out))
         return torch.cat(outs, dim=1), extra
+
+
+class SmoothLeakyReLU(nn.Module):
+    """EquiformerV2's attention activation: f(x) = (1+a)/2 x + (1-a)/2 x (2 sigmoid(x) - 1).
+
+    A smooth LeakyReLU: slope a for x -> -inf, 1 for x -> +inf, (1+a)/2 at 0.
+    """
+
+    def __init__(self, negative_slope: float = 0.2):
+        super().__init__()
+        self.alpha = negative_slope
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (1 + self.alpha) * x + 0.5 * (1 - self.alpha) * x * (2 * torch.sigmoid(x) - 1)

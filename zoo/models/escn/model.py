@@ -1,12 +1,15 @@
 """`escn`: augmented-partition eSCN / EquiformerV2 backbone for Hamiltonian blocks (see README.md).
 
     x_i^0 = [emb(Z_i), 0, ...]          e_ij^0 = [W rbf(|r_ij|), 0, ...]       ([K, S, C] each)
+    (options: x_i^0 += EdgeDegreeEmbedding;  e_ij^0 += OverlapEmbedding(S_ij irreps))
     for each of num_layers layers:
         x <- x + NodeAttention(norm(x), norm(e))     (SO(2) messages of [n_i, n_j, e_ji], attention)
         x <- x + FFN(norm(x))
         e <- e + EdgeUpdate(norm(x), norm(e))        (SO(2) messages of [n_i, n_j, e_ij])
         e <- e + FFN(norm(e))
     node irreps = head(norm(x)),  edge irreps = head(norm(e))  ->  WignerEckart.to_blocks
+    (norm_both_streams=False, the seed: the stream not being updated enters un-normed;
+     final_norm=False, the seed: the heads read x and e un-normed)
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from torch import nn
 
 from zoo.data.graph import species_index
 from zoo.data.torch_data import DatasetInfo, edge_vectors
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, ModelError
 from zoo.models.contract import Backbone, Prediction
-from zoo.models.escn.blocks import EdgeUpdate, FeedForward, NodeAttention
+from zoo.models.escn.blocks import (ATTN_ACTIVATIONS, EDGE_UPDATES, EdgeDegreeEmbedding, EdgeUpdate, FeedForward,
+                                    NodeAttention)
 from zoo.models.escn.layers import EquivariantLayerNorm
 from zoo.models.escn.rotation import EdgeRotation
 from zoo.models.registry import register_model
@@ -81,26 +85,68 @@ class IrrepHead(nn.Module):
         return flat[:, self.perm]
 
 
+class OverlapEmbedding(nn.Module):
+    """Coupled irreps of an overlap block S_ij [E, irreps.dim] -> edge features [E, K, S, C].
+
+    The Wigner-Eckart irreps of S (one (L, p) per shell pair and L) are mixed per degree L into
+    the sphere channels, each into sector q = p (-1)^L ("o3"; the only sector in "so3"), as the
+    seed's e3nn Linear from the S irreps to the sphere irreps: linear and per-L, so equivariant.
+    """
+
+    def __init__(self, irreps, lmax: int, sectors: int, channels: int):
+        super().__init__()
+        self.lmax, self.sectors, self.channels = lmax, sectors, channels
+        offsets, off = [], 0
+        for _, ir in irreps:
+            offsets.append(off)
+            off += ir.dim
+        groups: dict[tuple[int, int], list[int]] = {}
+        for k, (_, ir) in enumerate(irreps):
+            q = 0 if (sectors == 1 or ir.p * (-1) ** ir.l == 1) else 1
+            groups.setdefault((ir.l, q), []).append(k)
+        self.keys = sorted(groups)
+        self.weights = nn.ParameterList()
+        for i, (L, q) in enumerate(self.keys):
+            ks = groups[(L, q)]
+            idx = torch.tensor([[offsets[k] + m for k in ks] for m in range(2 * L + 1)], dtype=torch.long)
+            self.register_buffer(f"idx{i}", idx, persistent=False)  # [2L+1, n_irreps]
+            self.weights.append(nn.Parameter(torch.randn(len(ks), channels) / len(ks) ** 0.5))
+
+    def forward(self, coupled: torch.Tensor) -> torch.Tensor:
+        out = coupled.new_zeros(coupled.shape[0], (self.lmax + 1) ** 2, self.sectors, self.channels)
+        for i, ((L, q), w) in enumerate(zip(self.keys, self.weights)):
+            out[:, L * L:(L + 1) ** 2, q, :] = coupled[:, getattr(self, f"idx{i}")] @ w
+        return out
+
+
 class _Layer(nn.Module):
     def __init__(self, lmax, mmax, sectors, channels, hidden, heads, alpha_channels, value_channels, ffn,
-                 n_rbf, edge_channels, n_elements):
+                 n_rbf, edge_channels, n_elements, m_share_rad=False, attn_activation="leaky_relu",
+                 edge_update="zoo", norm_both_streams=True):
         super().__init__()
+        self.norm_both_streams = norm_both_streams
+        # module creation order is that of the original layer, so default options keep the same init
         self.norm_x1 = EquivariantLayerNorm(lmax, sectors, channels)
-        self.norm_e1 = EquivariantLayerNorm(lmax, sectors, channels)
+        if norm_both_streams:
+            self.norm_e1 = EquivariantLayerNorm(lmax, sectors, channels)
         self.attn = NodeAttention(lmax, mmax, sectors, channels, hidden, heads, alpha_channels, value_channels,
-                                  n_rbf, edge_channels, n_elements)
+                                  n_rbf, edge_channels, n_elements, m_share_rad=m_share_rad,
+                                  attn_activation=attn_activation)
         self.norm_x2 = EquivariantLayerNorm(lmax, sectors, channels)
         self.ffn_x = FeedForward(lmax, sectors, channels, ffn)
-        self.norm_x3 = EquivariantLayerNorm(lmax, sectors, channels)
+        if norm_both_streams:
+            self.norm_x3 = EquivariantLayerNorm(lmax, sectors, channels)
         self.norm_e2 = EquivariantLayerNorm(lmax, sectors, channels)
-        self.edge = EdgeUpdate(lmax, mmax, sectors, channels, hidden, n_rbf, edge_channels, n_elements)
+        self.edge = EdgeUpdate(lmax, mmax, sectors, channels, hidden, n_rbf, edge_channels, n_elements,
+                               m_share_rad=m_share_rad, mode=edge_update)
         self.norm_e3 = EquivariantLayerNorm(lmax, sectors, channels)
         self.ffn_e = FeedForward(lmax, sectors, channels, ffn)
 
     def forward(self, x, e, wigner, rbf, z, edge_index):
-        x = x + self.attn(self.norm_x1(x), self.norm_e1(e), wigner, rbf, z, edge_index)
+        both = self.norm_both_streams
+        x = x + self.attn(self.norm_x1(x), self.norm_e1(e) if both else e, wigner, rbf, z, edge_index)
         x = x + self.ffn_x(self.norm_x2(x))
-        e = e + self.edge(self.norm_x3(x), self.norm_e2(e), wigner, rbf, z, edge_index)
+        e = e + self.edge(self.norm_x3(x) if both else x, self.norm_e2(e), wigner, rbf, z, edge_index)
         e = e + self.ffn_e(self.norm_e3(e))
         return x, e
 
@@ -125,15 +171,36 @@ class ESCN(Backbone):
         ffn_hidden_channels  d_ffn of the per-degree feed-forward
         edge_channels, num_rbf  radial MLP width and number of distance Gaussians
         rbf_width_scale    Gaussian width sigma = rbf_width_scale * centre spacing (centres on
-                           [0, cutoff]; EquiformerV2 uses 2.0)
+                           [0, rbf_stop]; EquiformerV2 and the seed use 2.0)
+        rbf_stop           last Gaussian centre in A (default: the dataset cutoff; the seed: 13.0)
         parity             "o3" (default; exact under inversion, tracks pseudo-tensors) or "so3"
                            (one sector, the original eSCN: rotations only)
+    Seed choices (README "Faithful"/"Different"; the `paper` presets set the seed's value):
+        m_share_rad        True: one radial factor per (l, channel) shared across m, before the
+                           rotation (seed); False: one per (m, l, channel) inside the SO(2) conv
+        edge_update        "seed": SO(2) conv, gate, rotate back, per-degree projection;
+                           "zoo": SO(2) conv, gate, SO(2) conv, rotate back
+        attn_activation    "smooth_leaky_relu" (seed, EquiformerV2) or "leaky_relu"
+        norm_both_streams  False (seed): pre-norm only the stream being updated; True: both
+        use_overlap        add the overlap block S_ij (its coupled irreps, mixed per L) to the
+                           initial edge features; needs a dataset with S (seed option, off there too)
+        edge_degree_embedding  EquiformerV2's edge-degree embedding of the initial node features
+                           (one more hop: message_passing_layers = num_layers + 1)
+        edge_degree_rescale    its divisor (EquiformerV2: the average degree)
+        final_norm         True: layer-norm the features before the output heads; False (seed):
+                           the heads read the residual stream as it is
+        head_init_scale    std scale of the output heads' weights (zoo 0.01; the seed's e3nn
+                           Linear is unit-variance, 1.0)
     """
 
     def __init__(self, info: DatasetInfo, *, sphere_channels: int = 16, lmax: int | None = None,
                  mmax: int | None = None, num_layers: int = 1, num_heads: int = 2, attn_hidden_channels: int = 16,
                  attn_alpha_channels: int = 16, attn_value_channels: int = 8, ffn_hidden_channels: int = 64,
-                 edge_channels: int = 32, num_rbf: int = 32, rbf_width_scale: float = 1.0, parity: str = "o3"):
+                 edge_channels: int = 32, num_rbf: int = 32, rbf_width_scale: float = 1.0, parity: str = "o3",
+                 rbf_stop: float | None = None,
+                 m_share_rad: bool = False, edge_update: str = "zoo", attn_activation: str = "leaky_relu",
+                 norm_both_streams: bool = True, use_overlap: bool = False, edge_degree_embedding: bool = False,
+                 edge_degree_rescale: float = 16.0, head_init_scale: float = 0.01, final_norm: bool = True):
         super().__init__(info)
         if info.spinful:
             raise ConfigError("escn: spinful (SOC) datasets are not supported by this backbone")
@@ -152,12 +219,30 @@ class ESCN(Backbone):
             _check(isinstance(v, int) and v >= 1, f"{name}={v!r} must be a positive integer")
         _check(isinstance(rbf_width_scale, (int, float)) and rbf_width_scale > 0,
                f"rbf_width_scale={rbf_width_scale!r} must be a positive number")
+        _check(rbf_stop is None or (isinstance(rbf_stop, (int, float)) and rbf_stop > 0),
+               f"rbf_stop={rbf_stop!r} must be a positive number (A) or null for the cutoff")
+        _check(edge_update in EDGE_UPDATES, f"edge_update={edge_update!r} must be one of {EDGE_UPDATES}")
+        _check(attn_activation in ATTN_ACTIVATIONS,
+               f"attn_activation={attn_activation!r} must be one of {ATTN_ACTIVATIONS}")
+        for name, v in [("m_share_rad", m_share_rad), ("norm_both_streams", norm_both_streams),
+                        ("use_overlap", use_overlap), ("edge_degree_embedding", edge_degree_embedding),
+                        ("final_norm", final_norm)]:
+            _check(isinstance(v, bool), f"{name}={v!r} must be true or false")
+        for name, v in [("edge_degree_rescale", edge_degree_rescale), ("head_init_scale", head_init_scale)]:
+            _check(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+                   f"{name}={v!r} must be a positive number")
+        if use_overlap and not info.has_overlap:
+            raise ConfigError(f"escn: use_overlap=true needs the overlap matrix S as an edge input, but dataset "
+                              f"{info.name or '(unnamed)'!r} has no S (its card says has_overlap: false)")
         self.lmax, self.mmax, self.parity = lmax, mmax, parity
         self.rbf_width_scale = float(rbf_width_scale)
+        self.rbf_stop = float(info.cutoff if rbf_stop is None else rbf_stop)
         self.sectors = 2 if parity == "o3" else 1
         self.channels = sphere_channels
         self.num_rbf = num_rbf
-        self.message_passing_layers = num_layers
+        self.use_overlap, self.edge_degree_embedding = use_overlap, edge_degree_embedding
+        # the edge-degree embedding reads each node's incoming edges once more: one more halo hop
+        self.message_passing_layers = num_layers + int(edge_degree_embedding)
         self.message_flow = "source_to_target"
 
         elements = list(info.elements)
@@ -170,12 +255,21 @@ class ESCN(Backbone):
         self.edge_embedding = nn.Linear(num_rbf, sphere_channels)
         self.layers = nn.ModuleList(
             _Layer(lmax, mmax, self.sectors, sphere_channels, attn_hidden_channels, num_heads, attn_alpha_channels,
-                   attn_value_channels, ffn_hidden_channels, num_rbf, edge_channels, n_el)
+                   attn_value_channels, ffn_hidden_channels, num_rbf, edge_channels, n_el, m_share_rad=m_share_rad,
+                   attn_activation=attn_activation, edge_update=edge_update, norm_both_streams=norm_both_streams)
             for _ in range(num_layers))
-        self.norm_node = EquivariantLayerNorm(lmax, self.sectors, sphere_channels)
-        self.norm_edge = EquivariantLayerNorm(lmax, self.sectors, sphere_channels)
-        self.node_head = IrrepHead(self.we.irreps, lmax, self.sectors, sphere_channels)
-        self.edge_head = IrrepHead(self.we.irreps, lmax, self.sectors, sphere_channels)
+        if final_norm:
+            self.norm_node = EquivariantLayerNorm(lmax, self.sectors, sphere_channels)
+            self.norm_edge = EquivariantLayerNorm(lmax, self.sectors, sphere_channels)
+        else:
+            self.norm_node = self.norm_edge = nn.Identity()
+        self.node_head = IrrepHead(self.we.irreps, lmax, self.sectors, sphere_channels, head_init_scale)
+        self.edge_head = IrrepHead(self.we.irreps, lmax, self.sectors, sphere_channels, head_init_scale)
+        # optional modules last, so that the default options keep the parameter init of a given seed
+        self.degree_embedding = EdgeDegreeEmbedding(lmax, mmax, self.sectors, sphere_channels, num_rbf, edge_channels,
+                                                    n_el, edge_degree_rescale) if edge_degree_embedding else None
+        self.overlap_embedding = OverlapEmbedding(self.we.irreps, lmax, self.sectors,
+                                                  sphere_channels) if use_overlap else None
 
     def _embed(self, scalars: torch.Tensor) -> torch.Tensor:
         """[M, C] q = +1 scalars -> [M, K, S, C] features that are zero elsewhere."""
@@ -187,9 +281,17 @@ class ESCN(Backbone):
         vec = edge_vectors(batch)
         dist = vec.norm(dim=1)
         wigner = self.rotation(vec)
-        rbf = gaussian(dist, 0.0, self.info.cutoff, self.num_rbf, self.rbf_width_scale)
+        rbf = gaussian(dist, 0.0, self.rbf_stop, self.num_rbf, self.rbf_width_scale)
         x = self._embed(self.atom_embedding(z))
         e = self._embed(self.edge_embedding(rbf))
+        if self.degree_embedding is not None:
+            x = x + self.degree_embedding(x.shape[0], wigner, rbf, z, batch.edge_index)
+        if self.overlap_embedding is not None:
+            s_edge = getattr(batch, "s_edge", None)
+            if s_edge is None:
+                raise ModelError("escn: use_overlap=true needs the overlap blocks S (batch.s_edge) as input, "
+                                 "but this graph has none (a bare structure cannot be predicted without S)")
+            e = e + self.overlap_embedding(self.we.to_coupled(s_edge.to(e.dtype)))
         for layer in self.layers:
             x, e = layer(x, e, wigner, rbf, z, batch.edge_index)
         node = self.we.to_blocks(self.node_head(self.norm_node(x)))
