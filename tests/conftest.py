@@ -47,3 +47,34 @@ def _float64_default():
     old = torch.get_default_dtype()
     yield
     torch.set_default_dtype(old)
+
+
+def run_ranks(target, args: tuple, world: int = 2, timeout: float = 150.0) -> None:
+    """Spawn `world` processes target(rank, world, *args), wait, and kill any that hang (never leave a stuck rank)."""
+    import torch.multiprocessing as tmp
+
+    ctx = tmp.get_context("spawn")
+    procs = [ctx.Process(target=target, args=(r, world, *args)) for r in range(world)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout)
+    hung = [p for p in procs if p.is_alive()]
+    for p in hung:
+        p.kill()
+        p.join()
+    assert not hung, f"a DDP rank did not finish within {timeout:g} s"
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+
+
+def check_raw_hermiticity(name: str, pred, data) -> float:
+    """Print a backbone's raw hermiticity defect (relative to max|H|); hold `hermitian = True` ones to 1e-10."""
+    from zoo.models.contract import hermiticity_error
+    from zoo.models.registry import model_class
+
+    err = hermiticity_error(pred, data, relative=True)
+    declared = bool(model_class(name).hermitian)
+    print(f"\n{name}: raw hermiticity error {err:.3e} (relative to max|H|), declares hermitian={declared}")
+    if declared:
+        assert err < 1e-10, f"{name} declares hermitian = True but its raw output is off by {err:.3e} (relative)"
+    return err

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import run_ranks
 from zoo.bench.losses import LossSpec, loss_value, masked_sums
 from zoo.bench.trainer import Trainer, TrainConfig, load_checkpoint
 from zoo.errors import ConfigError, ZooError
@@ -158,22 +159,8 @@ def _ddp_worker(rank, world, port, ds_path, out):
 
 
 def test_ddp_two_ranks_equal_single_process(tiny, tmp_path):
-    import torch.multiprocessing as tmp
-
     out = tmp_path / "ddp.pt"
-    ctx = tmp.get_context("spawn")
-    port = _free_port()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, str(tiny.path), str(out))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(150)
-    hung = [p for p in procs if p.is_alive()]
-    for p in hung:  # never leave a stuck rank behind
-        p.kill()
-        p.join()
-    assert not hung, "a DDP rank did not finish within 150 s"
-    assert all(p.exitcode == 0 for p in procs)
+    run_ranks(_ddp_worker, (_free_port(), str(tiny.path), str(out)))
     cfg = TrainConfig(lr=0.01, max_epochs=2, batch_size=4, dtype="float64", grad_clip=None)
     single = Trainer(_model(tiny), _graphs(tiny, "train", torch.float64), _graphs(tiny, "val", torch.float64), cfg,
                      seed=5, quiet=True)

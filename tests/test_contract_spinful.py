@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import tiny_hfo2
+from tests.conftest import check_raw_hermiticity, tiny_hfo2
 from zoo.data.format import Structure
 from zoo.data.synthetic import toy_spinful_record
 from zoo.data.torch_data import DatasetInfo, block_masks, record_to_data
 from zoo.errors import ConfigError, ModelError
 from zoo.models import build_model, list_models
-from zoo.models.contract import hermiticity_error
 from zoo.models.registry import model_class
 from zoo.physics.basis import OrbitalLayout, get_basis
 from zoo.physics.spin import spinful_wigner, time_reverse
@@ -129,11 +128,7 @@ def test_spinful_raw_hermiticity(name, structure):
     d = graph(structure)
     with torch.no_grad():
         p = model(d)
-    err = hermiticity_error(p, d, relative=True)
-    declared = bool(model_class(name).hermitian)
-    print(f"\n{name}: raw hermiticity error {err:.3e} (relative to max|H|), declares hermitian={declared}")
-    if declared:
-        assert err < 1e-10, f"{name} declares hermitian = True but its raw output is off by {err:.3e} (relative)"
+    check_raw_hermiticity(name, p, d)
 
 
 @pytest.mark.parametrize("name", SPINFUL)

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+from tests.conftest import run_ranks
 from tests.test_bench_trainer import _free_port, _graphs, _tiny_dataset
 from zoo.bench.losses import label_masks
 from zoo.bench.trainer import Trainer, TrainConfig
@@ -98,22 +99,8 @@ def _ddp_worker(rank, world, port, ds_path, out):
 
 
 def test_ddp_equals_single_process_for_model_owned_nonlinear_loss(tiny, tmp_path):
-    import torch.multiprocessing as tmp
-
     out = tmp_path / "ddp.pt"
-    ctx = tmp.get_context("spawn")
-    port = _free_port()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, str(tiny.path), str(out))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(150)
-    hung = [p for p in procs if p.is_alive()]
-    for p in hung:  # never leave a stuck rank behind
-        p.kill()
-        p.join()
-    assert not hung, "a DDP rank did not finish within 150 s"
-    assert all(p.exitcode == 0 for p in procs)
+    run_ranks(_ddp_worker, (_free_port(), str(tiny.path), str(out)))
     single = Trainer(_make(RootLoss, tiny), _graphs(tiny, "train", torch.float64), _graphs(tiny, "val", torch.float64),
                      TrainConfig(**CFG), seed=5, quiet=True)
     r = single.fit()
