@@ -68,7 +68,7 @@ def test_evaluate_reports_raw_hermiticity_and_scores_the_hermitized_h(tmp_path):
     K_ji(-R) = -K_ij(R)^T): hermitized it is exact, so every metric is zero, while the leaderboard's
     hermiticity_max_mev is max|2K| of the raw output."""
     from tests.conftest import write_toy_dataset
-    from zoo.bench.run import evaluate
+    from zoo.bench.evaluate import evaluate
     from zoo.data.format import Dataset
     from zoo.models.contract import Backbone
     from zoo.physics.units import MEV_PER_HARTREE

@@ -276,7 +276,7 @@ def test_block_errors_report_modulus_real_and_imaginary_mae():
 def test_evaluate_spinful_spectrum_counts_one_electron_per_state(tmp_path):
     """Without SOC a spinful H is I2 (x) H0: its spectrum is H0's doubled, and evaluate's spectrum
     metrics (spin degeneracy 1) equal the spinless ones (spin degeneracy 2) for the same prediction."""
-    from zoo.bench.run import evaluate
+    from zoo.bench.evaluate import evaluate
 
     ds0 = _write(tmp_path / "spinless", spinful=False)
     ds1 = _write(tmp_path / "spinful", spinful=True, soc=0.0)
@@ -293,7 +293,7 @@ def test_evaluate_spinful_spectrum_counts_one_electron_per_state(tmp_path):
 
 
 def test_evaluate_trivial_soc(tmp_path):
-    from zoo.bench.run import evaluate
+    from zoo.bench.evaluate import evaluate
     from zoo.models import build_model
 
     ds = _write(tmp_path / "soc", spinful=True)
