@@ -120,6 +120,7 @@ class _V2:
     angle: torch.Tensor  # [M] find_v2 angle of the best candidate (+inf without candidates)
     has: torch.Tensor  # [M] any non-collinear neighbour
     dist: torch.Tensor  # [M] distance of the v2 neighbour
+    cand: torch.Tensor  # [M, K] the candidates (non-collinear, within tol of the nearest of those)
 
 
 def _pick_v2(u: torch.Tensor, W: torch.Tensor, D: torch.Tensor, valid: torch.Tensor, tol: float) -> _V2:
@@ -138,7 +139,7 @@ def _pick_v2(u: torch.Tensor, W: torch.Tensor, D: torch.Tensor, valid: torch.Ten
     ang = torch.arccos((rotated @ va).clamp(-1.0, 1.0)).masked_fill(~cand, _INF)
     best_ang, best = ang.min(dim=1)
     chosen = torch.where(n_cand > 1, best, first)
-    return _V2(chosen, n_cand, best_ang, has, dstar)
+    return _V2(chosen, n_cand, best_ang, has, dstar, cand)
 
 
 def _lex_max(W: torch.Tensor, cand: torch.Tensor, tol: float) -> torch.Tensor:
@@ -163,16 +164,58 @@ def _lex_positive(v: torch.Tensor, tol: float) -> torch.Tensor:
 
 
 @dataclass
+class Candidates:
+    """Every candidate frame of the tied blocks, for frame averaging (`degenerate_frames: average`).
+
+    A tied block (several v1 and/or v2 candidates within tol, or an off-site anchor tie) gets one
+    row per candidate frame: owner [C] its block (node or pair id), anchor, other [C] the frame's
+    atoms (on-site: both the atom), R [C, 3, 3] the frame (differentiable like the blocks' own),
+    same [C] whether the candidate is anchored at the atom the block's own frame is anchored at
+    (else the pair block it predicts is the transpose). The set is defined by distances and
+    collinearity only, so it rotates with the structure: the mean over it of any covariant
+    per-frame quantity is covariant. count [B] candidates per block, tied [B] = count > 0.
+    """
+
+    owner: torch.Tensor
+    anchor: torch.Tensor
+    other: torch.Tensor
+    R: torch.Tensor
+    same: torch.Tensor
+    count: torch.Tensor
+    tied: torch.Tensor
+
+    def mean(self, values: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """Per block: the mean of `values` [C, ...] over its candidates where tied, else `base` [B, ...]."""
+        total = base.new_zeros(base.shape).index_add(0, self.owner, values.to(base.dtype))
+        shape = (-1,) + (1,) * (base.dim() - 1)
+        avg = total / self.count.clamp(min=1).to(base.dtype).view(shape)
+        return torch.where(self.tied.view(shape), avg, base)
+
+
+def _candidates(owner, anchor, other, v1, v2, same, n_blocks) -> Candidates:
+    R, _ = local_frame(v1, v2)
+    count = torch.bincount(owner, minlength=n_blocks)
+    return Candidates(owner, anchor, other, R, same, count, count > 0)
+
+
+@dataclass
 class NodeFrames:
-    """R [N, 3, 3] (r_local = R r), global_info [N], degenerate [N]."""
+    """R [N, 3, 3] (r_local = R r), global_info [N], degenerate [N]; cand: every candidate frame of
+    the tied atoms (only when asked for)."""
 
     R: torch.Tensor
     global_info: torch.Tensor
     degenerate: torch.Tensor
+    cand: Candidates | None = None
 
 
-def node_frames(table: NeighbourTable, tol: float) -> NodeFrames:
-    """On-site frames (eq. 13 and Algorithm 1's on-site branch; see the module docstring)."""
+def node_frames(table: NeighbourTable, tol: float, candidates: bool = False) -> NodeFrames:
+    """On-site frames (eq. 13 and Algorithm 1's on-site branch; see the module docstring).
+
+    candidates: also list, for every atom with ties, all (v1, v2) pairs: v1 any neighbour within
+    tol of the nearest, v2 any candidate of `_pick_v2` for that v1 (none for a v1 without a
+    non-collinear neighbour).
+    """
     n = table.edge.shape[0]
     ar = torch.arange(n, device=table.edge.device)
     W = table.vec.detach().to(torch.float64)
@@ -187,7 +230,20 @@ def node_frames(table: NeighbourTable, tol: float) -> NodeFrames:
     deg = deg | ~v2.has | lonely
     eye = torch.eye(3, dtype=R.dtype, device=R.device).expand_as(R)
     R = torch.where(lonely[:, None, None], eye, R)
-    return NodeFrames(R, (c1.sum(1) > 1) | (v2.n_cand > 1), deg)
+    tied = (c1.sum(1) > 1) | (v2.n_cand > 1)
+    out = NodeFrames(R, tied, deg)
+    if candidates:
+        t_ids = torch.nonzero(tied & ~deg).flatten()
+        rows, k1 = torch.nonzero(c1[t_ids], as_tuple=True)
+        node = t_ids[rows]
+        u1 = W[node, k1]
+        u1 = u1 / u1.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+        c2 = _pick_v2(u1, W[node], D[node], valid[node], tol)
+        r2, k2 = torch.nonzero(c2.cand & c2.has[:, None], as_tuple=True)
+        owner = node[r2]
+        out.cand = _candidates(owner, owner, owner, table.vec[owner, k1[r2]], table.vec[owner, k2],
+                               torch.ones_like(owner, dtype=torch.bool), n)
+    return out
 
 
 @dataclass
@@ -209,6 +265,7 @@ class PairFrames:
     R: torch.Tensor
     global_info: torch.Tensor
     degenerate: torch.Tensor
+    cand: Candidates | None = None
 
 
 def pairs(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,8 +283,12 @@ def pairs(edge_index: torch.Tensor, edge_shift: torch.Tensor) -> tuple[torch.Ten
 
 
 def pair_frames(edge_index: torch.Tensor, edge_shift: torch.Tensor, vec_ij: torch.Tensor, table: NeighbourTable,
-                tol: float) -> PairFrames:
-    """Off-site frames: the anchor rule and v2 of the module docstring, one per pair."""
+                tol: float, candidates: bool = False) -> PairFrames:
+    """Off-site frames: the anchor rule and v2 of the module docstring, one per pair.
+
+    candidates: also list, for every pair decided by rule 3 (the global-information rule), the
+    frames anchored at each end that has a v2, with each of that end's v2 candidates.
+    """
     canon, pair_of = pairs(edge_index, edge_shift)
     i, j = edge_index[0, canon], edge_index[1, canon]
     r = vec_ij[canon]
@@ -266,4 +327,14 @@ def pair_frames(edge_index: torch.Tensor, edge_shift: torch.Tensor, vec_ij: torc
     is_canon = torch.zeros(e, dtype=torch.bool, device=canon.device)
     is_canon[canon] = True
     forward = is_canon == anchor_i[pair_of]
-    return PairFrames(canon, pair_of, forward, anchor, other, v1, R, global_info, deg | ~has)
+    out = PairFrames(canon, pair_of, forward, anchor, other, v1, R, global_info, deg | ~has)
+    if candidates:
+        t_ids = torch.nonzero(global_info).flatten()
+        parts = []
+        for side, a, o, sign, own in ((pi, i, j, 1.0, anchor_i), (pj, j, i, -1.0, ~anchor_i)):
+            rows, col = torch.nonzero(side.cand[t_ids] & side.has[t_ids, None], as_tuple=True)
+            p = t_ids[rows]
+            parts.append((p, a[p], o[p], sign * r[p], table.vec[a[p], col], own[p]))
+        cat = [torch.cat(x) for x in zip(*parts)]
+        out.cand = _candidates(*cat, canon.numel())
+    return out

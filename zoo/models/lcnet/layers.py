@@ -4,8 +4,8 @@ GATv2-style interaction layer and the output MLP.
 LC layer (paper Fig. 2): for a frame R and an atom a, every neighbour k of a is a "word"
 y_k = Y_lm(R r_ak) / (1 + |r_ak|), l = 0..lmax (25 values for lmax = 4; real harmonics in the
 internal convention, 'component' normalisation: Y_00 = 1). Words are sorted by distance; ties
-within `tol` (Angstrom) are ordered by their rounded LOCAL coordinates, so the order (and the
-feature) does not depend on the atom order and rotates with the frame. The first
+within `tol` (Angstrom; chains of gaps <= tol form one group) are ordered by their rounded LOCAL
+coordinates, so the order (and the feature) does not depend on the atom order and rotates with the frame. The first
 `max_neighbors` words form the "sentence" [K, 25]; filters of widths h (2, 3, 4) slide over it,
 ReLU, max-pool over the valid window positions (windows that reach into padding are masked; a
 sentence shorter than h keeps its one zero-padded window), dense -> s_a in R^{N_LC}.
@@ -25,6 +25,18 @@ from zoo.physics.wigner import spherical_harmonics
 _ROUND = 1e-6
 
 
+def _distance_groups(dist: torch.Tensor, valid: torch.Tensor, tol: float) -> torch.Tensor:
+    """[M, K] rank of each neighbour's distance group: sorted distances start a new group where
+    the gap to the previous one exceeds tol. Unlike bins floor(d / tol), equal distances are never
+    split by rounding noise at a bin edge (2.3 A / 1e-4 A is one), which would make the word order
+    depend on the orientation of a perfect crystal."""
+    d = dist.masked_fill(~valid, 1e300)
+    srt, idx = d.sort(dim=1, stable=True)
+    gap = (srt[:, 1:] - srt[:, :-1]) > tol
+    gid = torch.cat([torch.zeros_like(gap[:, :1]), gap], dim=1).to(torch.float64).cumsum(dim=1)
+    return torch.empty_like(gid).scatter_(1, idx, gid)
+
+
 def sentence(R: torch.Tensor, vec: torch.Tensor, dist: torch.Tensor, valid: torch.Tensor, lmax: int,
              max_neighbors: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Words of neighbour rows in frames: R [M, 3, 3], vec [M, K, 3] (bonds a -> k), dist [M, K]
@@ -34,7 +46,7 @@ def sentence(R: torch.Tensor, vec: torch.Tensor, dist: torch.Tensor, valid: torc
     # stable sorts from the last key to the first: (distance bin, local x, local y, local z)
     order = torch.arange(vec.shape[1], device=vec.device).expand(vec.shape[0], -1)
     keys = [torch.round(loc.detach().to(torch.float64)[..., ax] / _ROUND) for ax in (2, 1, 0)]
-    keys.append(torch.floor(dist.masked_fill(~valid, 1e300) / tol))
+    keys.append(_distance_groups(dist, valid, tol))
     for key in keys:
         k = torch.gather(key, 1, order)
         order = torch.gather(order, 1, torch.argsort(k, dim=1, stable=True))
@@ -87,7 +99,11 @@ class Interaction(nn.Module):
         v_i <- v_i + sum_k alpha_ik W_v v_k
         e_p <- Phi(h-swish(Phi(v_a || v_o || e_p || s_p)))                     (no edge residual)
 
-    Edge quantities live on pairs p = {i, j} in anchor order (a, o), so e_ij = e_ji.
+    Edge quantities live on pairs p = {i, j} in anchor order (a, o), so e_ij = e_ji. With frame
+    averaging (`cand`: (Candidates of the tied pairs, s_c [C, ns] of each candidate frame)), a tied
+    pair's e_p is the mean of the update over its candidate frames (their anchor order and s_c),
+    so it does not depend on which candidate Algorithm 1 would pick; `s` then holds the tied pairs'
+    candidate mean.
     """
 
     def __init__(self, nv: int, ne: int, ns: int, hidden: int, slope: float):
@@ -98,11 +114,14 @@ class Interaction(nn.Module):
         self.edge = MLP(2 * nv + ne + ns, hidden, ne)
         self.slope = slope
 
-    def forward(self, v, e, s, send, recv, pair_of, anchor, other):
+    def forward(self, v, e, s, send, recv, pair_of, anchor, other, cand=None):
         ep, sp = e[pair_of], s[pair_of]
         logit = self.a(nn.functional.leaky_relu(self.att(torch.cat([v[recv], v[send], ep, sp], -1)),
                                                 self.slope)).squeeze(-1)
         alpha = softmax(logit, recv, num_nodes=v.shape[0])
         v = v.index_add(0, recv, alpha[:, None] * self.value(v[send]))
-        e = self.edge(torch.cat([v[anchor], v[other], e, s], -1))
-        return v, e
+        e_new = self.edge(torch.cat([v[anchor], v[other], e, s], -1))
+        if cand is not None:
+            c, sc = cand
+            e_new = c.mean(self.edge(torch.cat([v[c.anchor], v[c.other], e[c.owner], sc], -1)), e_new)
+        return v, e_new

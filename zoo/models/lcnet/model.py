@@ -6,6 +6,12 @@
     h_ii = sym(U_fwd(v_i || s_i));   h_p = U_fwd(x_p) + L_bwd(x_p),  x_p = v_a || v_o || e_p || s_p
     H_ii = D(R_i)^T h_ii D(R_i);     H_ao = D(R_p)^T h_p D(R_p),  H_oa = H_ao^T
 
+degenerate_frames = "average" (ours, beyond the paper): a tied block (several candidate frames
+within `degeneracy_tol`) is predicted in every candidate frame c and the rotated-back blocks are
+averaged, H = mean_c D(R_c)^T h_c D(R_c) (pair blocks oriented as H_ao first, so H_oa = H_ao^T
+still holds exactly); the tied pairs' trunk inputs (s_p, the edge update) are candidate means
+too. Untied blocks are computed exactly as with "algorithm1".
+
 U_fwd fills the upper triangle with the diagonal (n(n+1)/2 numbers, the "forward model"), L_bwd
 the strict lower triangle (n(n-1)/2, the "backward model", i.e. the strict upper triangle of
 h_oa): every element of every padded block is predicted exactly once, and the raw output is
@@ -24,7 +30,7 @@ from torch import nn
 from zoo.data.graph import species_index
 from zoo.data.torch_data import DatasetInfo, block_masks, edge_vectors
 from zoo.errors import ConfigError
-from zoo.models.contract import Backbone, Prediction
+from zoo.models.contract import Backbone, Prediction, reverse_edges
 from zoo.models.lcnet.frames import NodeFrames, PairFrames, neighbour_table, node_frames, pair_frames
 from zoo.models.lcnet.layers import MLP, Interaction, TextCNN, sentence
 from zoo.models.registry import register_model
@@ -33,6 +39,8 @@ from zoo.physics.units import HARTREE_EV
 from zoo.physics.wigner import wigner_D_layout
 
 LOSSES = ("focal", "harness")
+#: "algorithm1": the paper's tie-breaking with global coordinates; "average": frame averaging over ties
+DEGENERATE_FRAMES = ("algorithm1", "average")
 #: bytes of parameter-free geometry (frames, LC words) kept between steps, least recently used first out
 GEOMETRY_CACHE_BYTES = 512 * 2 ** 20
 
@@ -48,20 +56,34 @@ class _Frames:
     None of it depends on parameters, so it is cached between training steps (`LCNet.frames`).
     """
 
-    def __init__(self, batch, tol: float, lmax: int, max_neighbors: int):
+    def __init__(self, batch, tol: float, lmax: int, max_neighbors: int, average: bool = False):
         vec = edge_vectors(batch)
         t = neighbour_table(batch.edge_index, vec, batch.num_nodes)
-        pf = pair_frames(batch.edge_index, batch.edge_shift, vec, t, tol)
+        pf = pair_frames(batch.edge_index, batch.edge_shift, vec, t, tol, candidates=average)
         self.table = t
-        self.node: NodeFrames = node_frames(t, tol)
+        self.node: NodeFrames = node_frames(t, tol, candidates=average)
         self.pair: PairFrames = pf
         self.dist = vec.norm(dim=-1)
         args = (lmax, max_neighbors, tol)
+
+        def words(R, a):
+            return sentence(R, t.vec[a], t.dist[a], t.valid[a], *args)
+
         self.words = (sentence(self.node.R, t.vec, t.dist, t.valid, *args),
-                      sentence(pf.R, t.vec[pf.anchor], t.dist[pf.anchor], t.valid[pf.anchor], *args),
-                      sentence(pf.R, t.vec[pf.other], t.dist[pf.other], t.valid[pf.other], *args))
+                      words(pf.R, pf.anchor), words(pf.R, pf.other))
+        # frame averaging: the candidate frames' words (None where nothing is tied: no extra cost)
+        nc, pc = self.node.cand, pf.cand
+        self.node_cand = nc if nc is not None and nc.owner.numel() else None
+        self.pair_cand = pc if pc is not None and pc.owner.numel() else None
+        if self.pair_cand is not None:  # both edges of each candidate's pair (-1: the reverse is absent)
+            e1 = pf.canon[pc.owner]
+            self.cand_edges = (e1, reverse_edges(batch.edge_index, batch.edge_shift)[e1])
+        self.cand_words = (None if self.node_cand is None else words(nc.R, nc.owner),
+                           None if self.pair_cand is None else (words(pc.R, pc.anchor), words(pc.R, pc.other)))
         self.key = tuple(x.detach().clone() for x in (batch.pos, batch.cell, batch.edge_index, batch.edge_shift))
-        self.nbytes = sum(w.numel() * w.element_size() for w, _ in self.words) + sum(
+        all_words = list(self.words) + ([self.cand_words[0]] if self.cand_words[0] is not None else []) + (
+            list(self.cand_words[1]) if self.cand_words[1] is not None else [])
+        self.nbytes = sum(w.numel() * w.element_size() for w, _ in all_words) + sum(
             x.numel() * x.element_size() for x in self.key)
 
     def matches(self, batch) -> bool:
@@ -84,17 +106,27 @@ class _Trunk(nn.Module):
     def _cnn(self, k: int) -> TextCNN:
         return self.cnn[k if len(self.cnn) > 1 else 0]
 
-    def forward(self, zi, rbf, words, fr: _Frames, edge_index):
-        """-> (v [N, nv], s_node [N, n_lc], x_pair [P, 2 nv + ne + 2 n_lc])."""
-        (wn, nn_), (wa, na), (wo, no) = words
+    def forward(self, zi, rbf, fr: _Frames, edge_index):
+        """-> (v [N, nv], s_node [N, n_lc], x_pair [P, 2 nv + ne + 2 n_lc], s_node_c [C_node, n_lc]
+        | None, x_pair_c [C_pair, 2 nv + ne + 2 n_lc] | None); the last two are the tied blocks'
+        candidate frames (frame averaging), None where there are none."""
+        (wn, nn_), (wa, na), (wo, no) = fr.words
         s_node = self._cnn(0)(wn, nn_)
         s = torch.cat([self._cnn(1)(wa, na), self._cnn(2)(wo, no)], dim=-1)
+        s_node_c = None if fr.node_cand is None else self._cnn(0)(*fr.cand_words[0])
+        cand, pc = None, fr.pair_cand
+        if pc is not None:
+            (wac, nac), (woc, noc) = fr.cand_words[1]
+            sc = torch.cat([self._cnn(1)(wac, nac), self._cnn(2)(woc, noc)], dim=-1)
+            s = pc.mean(sc, s)
+            cand = (pc, sc)
         v = self.embed(zi)
         e = self.rbf_lin(rbf)
         pf = fr.pair
         for layer in self.layers:
-            v, e = layer(v, e, s, edge_index[0], edge_index[1], pf.pair_of, pf.anchor, pf.other)
-        return v, s_node, torch.cat([v[pf.anchor], v[pf.other], e, s], dim=-1)
+            v, e = layer(v, e, s, edge_index[0], edge_index[1], pf.pair_of, pf.anchor, pf.other, cand)
+        x_c = None if pc is None else torch.cat([v[pc.anchor], v[pc.other], e[pc.owner], cand[1]], dim=-1)
+        return v, s_node, torch.cat([v[pf.anchor], v[pf.other], e, s], dim=-1), s_node_c, x_c
 
 
 @register_model("lcnet")
@@ -119,6 +151,10 @@ class LCNet(Backbone):
         twin_models       True: separate forward and backward models (the paper); False: two
                           heads on one trunk (our deviation, half the cost)
         degeneracy_tol    distances within this are equal (A) [ours]
+        degenerate_frames "algorithm1": ties broken with global coordinates (the paper's
+                          Algorithm 1; not covariant on perfect crystals); "average": the block is
+                          predicted in every candidate frame and the rotated-back blocks averaged
+                          (ours; exactly covariant; extra cost only for tied blocks)
         loss              "focal" (the paper's, in the local frames) or "harness" (the preset's)
         focal_beta, focal_gamma  [0.25, 2];  focal_unit  error unit of the focal loss ["eV"]
         onsite_mean       add a per-element invariant on-site mean fitted by `prepare` [ours; the
@@ -134,8 +170,8 @@ class LCNet(Backbone):
                  lc_filters: int = 8, lc_windows: Sequence[int] = (2, 3, 4), lc_lmax: int = 4,
                  max_neighbors: int = 12, share_lc_cnn: bool = True, hidden_channels: int = 32,
                  attention_slope: float = 0.2, twin_models: bool = False, degeneracy_tol: float = 1e-4,
-                 loss: str = "focal", focal_beta: float = 0.25, focal_gamma: float = 2.0, focal_unit: str = "eV",
-                 onsite_mean: bool = True):
+                 degenerate_frames: str = "algorithm1", loss: str = "focal", focal_beta: float = 0.25,
+                 focal_gamma: float = 2.0, focal_unit: str = "eV", onsite_mean: bool = True):
         super().__init__(info)
         _check(not info.spinful, "spinful (SOC) datasets are not supported by this backbone")
         for name, v in [("node_channels", node_channels), ("edge_channels", edge_channels), ("num_rbf", num_rbf),
@@ -148,11 +184,14 @@ class LCNet(Backbone):
         _check(0 <= int(lc_lmax) <= 8, f"lc_lmax={lc_lmax} must be in 0..8")
         _check(degeneracy_tol > 0, f"degeneracy_tol={degeneracy_tol} must be positive")
         _check(rbf_sigma2 is None or rbf_sigma2 > 0, f"rbf_sigma2={rbf_sigma2} must be positive or null")
+        _check(degenerate_frames in DEGENERATE_FRAMES,
+               f"degenerate_frames={degenerate_frames!r} must be one of {DEGENERATE_FRAMES}")
         _check(loss in LOSSES, f"loss={loss!r} must be one of {LOSSES}")
         _check(focal_unit in ("eV", "Hartree", "meV"), f"focal_unit={focal_unit!r} must be eV, meV or Hartree")
         self.message_passing_layers = int(num_layers) + 1
         self.num_rbf, self.lc_lmax, self.max_neighbors = int(num_rbf), int(lc_lmax), int(max_neighbors)
         self.tol, self.loss = float(degeneracy_tol), loss
+        self.average_frames = degenerate_frames == "average"
         self.focal_beta, self.focal_gamma = float(focal_beta), float(focal_gamma)
         self.focal_scale = {"eV": HARTREE_EV, "meV": 1000.0 * HARTREE_EV, "Hartree": 1.0}[focal_unit]
         spacing = info.cutoff / max(self.num_rbf - 1, 1)
@@ -197,7 +236,7 @@ class LCNet(Backbone):
     # -- geometry ----------------------------------------------------------------------------
     def frames(self, batch) -> _Frames:
         """Frames and LC words of a graph, cached (GEOMETRY_CACHE_BYTES) across steps and for the loss."""
-        args = (self.tol, self.lc_lmax, self.max_neighbors)
+        args = (self.tol, self.lc_lmax, self.max_neighbors, self.average_frames)
         if batch.pos.requires_grad or batch.cell.requires_grad:  # differentiable geometry: never reuse a graph
             return _Frames(batch, *args)
         key = (int(batch.num_nodes), int(batch.edge_index.shape[1]), str(batch.pos.dtype), str(batch.pos.device),
@@ -213,32 +252,50 @@ class LCNet(Backbone):
         return fr
 
     # -- the contract ------------------------------------------------------------------------
+    def _onsite(self, u: torch.Tensor, R: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Forward-model outputs u [M, n(n+1)/2] in frames R [M, 3, 3] -> global on-site blocks: the
+        upper triangle mirrored (on-site blocks are symmetric), masked, D(R)^T h D(R)."""
+        n = self.n
+        U = u.new_zeros(u.shape[0], n * n).index_copy(1, self.flat_up, u).view(-1, n, n)
+        h = U + U.transpose(-1, -2) - torch.diag_embed(U.diagonal(dim1=-2, dim2=-1))
+        h = h * mask[:, :, None] * mask[:, None, :]
+        D = wigner_D_layout(self.info.layout, R)
+        return D.transpose(-1, -2) @ h @ D
+
+    def _pair(self, x: torch.Tensor, xb: torch.Tensor, R: torch.Tensor, mask_a: torch.Tensor,
+              mask_o: torch.Tensor) -> torch.Tensor:
+        """Pair inputs (forward x, backward xb) in frames R -> global H_ao: forward upper triangle with
+        diagonal + backward strict lower triangle, masked, D(R)^T h D(R)."""
+        n = self.n
+        vals = torch.cat([self.head_fwd(x), self.head_bwd(xb)], dim=-1)
+        hp = vals.new_zeros(x.shape[0], n * n).index_copy(1, self.flat_pair, vals).view(-1, n, n)
+        hp = hp * mask_a[:, :, None] * mask_o[:, None, :]
+        D = wigner_D_layout(self.info.layout, R)
+        return D.transpose(-1, -2) @ hp @ D
+
     def forward(self, batch) -> Prediction:
         fr = self.frames(batch)
         pf = fr.pair
         zi = self.z_index[batch.z]
         d = fr.dist[pf.canon]
         rbf = gaussian(d, 0.0, self.info.cutoff, self.num_rbf, self.rbf_width_scale)
-        words = fr.words
-        v, s_node, x = self.trunk(zi, rbf, words, fr, batch.edge_index)
-        xb = x if self.trunk_bwd is None else self.trunk_bwd(zi, rbf, words, fr, batch.edge_index)[2]
-        n = self.n
+        v, s_node, x, s_node_c, x_c = self.trunk(zi, rbf, fr, batch.edge_index)
+        xb, xb_c = x, x_c
+        if self.trunk_bwd is not None:  # the paper's separate backward model
+            _, _, xb, _, xb_c = self.trunk_bwd(zi, rbf, fr, batch.edge_index)
         mask = batch.node_orb_mask.to(v.dtype)
-        # on-site: symmetric, the forward model's upper triangle mirrored
-        u = self.head_node(torch.cat([v, s_node], dim=-1))
-        U = u.new_zeros(u.shape[0], n * n).index_copy(1, self.flat_up, u).view(-1, n, n)
-        h = U + U.transpose(-1, -2) - torch.diag_embed(U.diagonal(dim1=-2, dim2=-1))
-        h = h * mask[:, :, None] * mask[:, None, :]
-        Dn = wigner_D_layout(self.info.layout, fr.node.R)
-        node = Dn.transpose(-1, -2) @ h @ Dn
+        node = self._onsite(self.head_node(torch.cat([v, s_node], dim=-1)), fr.node.R, mask)
+        nc = fr.node_cand
+        if nc is not None:  # frame averaging over the tied atoms' candidate frames
+            u_c = self.head_node(torch.cat([v[nc.owner], s_node_c], dim=-1))
+            node = nc.mean(self._onsite(u_c, nc.R, mask[nc.owner]), node)
         if self.use_onsite_mean:  # invariant: identity on every same-l slot pair commutes with D
             node = node + self.onsite_shift.to(node.dtype)[zi] * mask[:, :, None] * mask[:, None, :]
-        # pairs: forward upper triangle with diagonal + backward strict lower triangle
-        vals = torch.cat([self.head_fwd(x), self.head_bwd(xb)], dim=-1)
-        hp = vals.new_zeros(x.shape[0], n * n).index_copy(1, self.flat_pair, vals).view(-1, n, n)
-        hp = hp * mask[pf.anchor][:, :, None] * mask[pf.other][:, None, :]
-        Dp = wigner_D_layout(self.info.layout, pf.R)
-        hg = Dp.transpose(-1, -2) @ hp @ Dp
+        hg = self._pair(x, xb, pf.R, mask[pf.anchor], mask[pf.other])  # H_ao of every pair
+        pc = fr.pair_cand
+        if pc is not None:  # candidates anchored at the other end predict H_oa: transpose to H_ao first
+            g = self._pair(x_c, xb_c, pc.R, mask[pc.anchor], mask[pc.other])
+            hg = pc.mean(torch.where(pc.same[:, None, None], g, g.transpose(-1, -2)), hg)
         blocks = hg[pf.pair_of]
         edge = torch.where(pf.forward[:, None, None], blocks, blocks.transpose(-1, -2))
         return Prediction(node, edge)
@@ -279,7 +336,9 @@ class LCNet(Backbone):
         errors the weight is ~0.5^gamma = 0.25, i.e. the loss is ~0.25 x MAE in eV). Invariant
         under rotations of the structure wherever the frames are covariant (no ties), unlike the
         same penalty on global-frame entries; under the harness's target standardization e is in
-        standardized units times c. Returns None for loss = "harness".
+        standardized units times c. With `degenerate_frames: average` a tied block's term is the mean
+        of this sum over its candidate frames (so the loss is rotation-invariant there too).
+        Returns None for loss = "harness".
         """
         if self.loss != "focal":
             return None
@@ -292,8 +351,27 @@ class LCNet(Backbone):
             Dp = wigner_D_layout(self.info.layout, fr.pair.R.detach())[fr.pair.pair_of]
         en = (pred.node_blocks - batch.y_node) * node_m
         ee = (pred.edge_blocks - batch.y_edge) * edge_m
-        en = (Dn @ en @ Dn.transpose(-1, -2))[node_m]
-        ee = (Dp @ ee @ Dp.transpose(-1, -2))[edge_m]
-        a = torch.cat([en, ee]).abs() * self.focal_scale
-        total = (torch.sigmoid(self.focal_beta * a) ** self.focal_gamma * a).sum()
-        return total, torch.as_tensor(a.numel(), dtype=total.dtype, device=total.device)
+
+        def focal(D, err, m):  # per-block sums of the focal loss of err in the frames of D
+            a = (D @ err @ D.transpose(-1, -2)).abs() * self.focal_scale
+            return (torch.sigmoid(self.focal_beta * a) ** self.focal_gamma * a * m).sum(dim=(1, 2))
+
+        loss_n, loss_e = focal(Dn, en, node_m), focal(Dp, ee, edge_m)
+        # frame averaging: a tied block's loss is its mean over the candidate frames (rotation-invariant)
+        nc, pc = fr.node_cand, fr.pair_cand
+        if nc is not None:
+            with torch.no_grad():
+                Dc = wigner_D_layout(self.info.layout, nc.R.detach())
+            loss_n = nc.mean(focal(Dc, en[nc.owner], node_m[nc.owner]), loss_n)
+        if pc is not None:
+            with torch.no_grad():
+                Dc = wigner_D_layout(self.info.layout, pc.R.detach())
+            e1, e2 = fr.cand_edges
+            has2 = e2 >= 0
+            e2 = e2.clamp(min=0)
+            lc = focal(Dc, ee[e1], edge_m[e1]) + focal(Dc, ee[e2], edge_m[e2] & has2[:, None, None])
+            n_pairs = fr.pair.canon.numel()
+            loss_e = pc.mean(lc, loss_e.new_zeros(n_pairs).index_add(0, fr.pair.pair_of, loss_e))
+        total = loss_n.sum() + loss_e.sum()
+        n_entries = int(node_m.sum()) + int(edge_m.sum())
+        return total, torch.as_tensor(n_entries, dtype=total.dtype, device=total.device)
