@@ -23,6 +23,13 @@ data); xi_st is an invariant (0e) per shell pair from node (on site) or pair (of
 symmetrised like H so the block is hermitian. sum_a sigma_a (x) L_a is invariant under
 kron(U(R), D_l(R)) on both sides and time-reversal even, so the output is SU(2)-equivariant,
 parity-even and T-symmetric.
+
+`soc_head: su2` (HamGNN v2.1 / DeepH-E3 style, su2.py) replaces the xi o L term by
+
+    H_ij = kron(I2, H0_ij) + i sum_a kron(sigma_a, X_a,ij),   X from irreps of 1e (x) l_i (x) l_j,
+
+X_ii antisymmetric and X_ij = (X(omega_ij) - X(omega_ji)^T) / 2: the general time-reversal-even,
+hermitian, SU(2)-covariant block (the spin part of (l_i x 1/2) x (l_j x 1/2)), with no L matrices.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from zoo.errors import ConfigError
 from zoo.models.contract import Backbone, Prediction
 from zoo.models.hamgnn.layers import (OrbitalConvolution, PairInteraction, ResidualBlock, exact_wigner_3j,
                                       feature_irreps, radial_embedding)
+from zoo.models.hamgnn.su2 import SpinCoupling, pauli_expand
 from zoo.models.registry import register_model
 from zoo.physics.coupling import WignerEckart
 from zoo.physics.spin import complex_dtype, orbital_angular_momentum, pauli, spin_identity
@@ -178,9 +186,14 @@ class HamGNN(Backbone):
 class HamGNNSOC(HamGNN):
     """HamGNN with spin-orbit coupling: kron(I2, H0) + 1/2 sum_a kron(sigma_a, xi o L_a) (eqs. 14-15).
 
-    Same hyper-parameters as `hamgnn`; xi has one invariant per same-l shell pair, on site from node
-    scalars and off site from pair scalars, each through its own residual block (v1 code: nao^2
-    scalars averaged within shells).
+    Same hyper-parameters as `hamgnn`, plus
+        soc_head   'so3' (default): the paper's xi o L head; xi has one invariant per same-l shell
+                   pair, on site from node scalars and off site from pair scalars, each through its
+                   own residual block (v1 code: nao^2 scalars averaged within shells).
+                   'su2' (HamGNN v2.1 / DeepH-E3 style, `su2.py`): H = kron(I2, H0) +
+                   i sum_a kron(sigma_a, X_a) with X from irreps of 1e (x) l_i (x) l_j (the spin part
+                   of (l_i x 1/2) x (l_j x 1/2)), on site from node and off site from pair features,
+                   each through its own residual block; no L matrices; needs lmax >= 2 l_max + 1.
     """
 
     spinful = True
@@ -189,10 +202,27 @@ class HamGNNSOC(HamGNN):
     def __init__(self, info: DatasetInfo, *, num_features: int = 4, lmax: int = 4, sh_lmax: int = 4,
                  num_layers: int = 2, num_radial: int = 8, radial_hidden: int = 16, radial_layers: int = 2,
                  cutoff: float | None = None, code_compat: bool = False, num_types: int | None = None,
-                 l1_loss: bool = False):
+                 l1_loss: bool = False, soc_head: str = "so3"):
+        if soc_head not in ("so3", "su2"):
+            raise ConfigError(f"hamgnn-soc: soc_head must be 'so3' (xi o L, eqs. 14-15) or 'su2' (irreps of "
+                              f"(l_i x 1/2) x (l_j x 1/2)), got {soc_head!r}")
+        # su2 couples the spin vector (1e) to orbital blocks up to L = 2 l_max: irreps up to K = 2 l_max + 1
+        need = 2 * max(info.layout.slot_ls) + 1
+        if soc_head == "su2" and info.spinful and isinstance(lmax, int) and lmax < need:
+            raise ConfigError(f"hamgnn-soc: soc_head 'su2' couples the spin vector to blocks up to L={need - 1}, "
+                              f"so it needs irreps up to K={need}, but lmax={lmax} (dataset {info.name!r}); "
+                              f"use lmax >= {need}")
         super().__init__(info, num_features=num_features, lmax=lmax, sh_lmax=sh_lmax, num_layers=num_layers,
                          num_radial=num_radial, radial_hidden=radial_hidden, radial_layers=radial_layers,
                          cutoff=cutoff, code_compat=code_compat, num_types=num_types, l1_loss=l1_loss)
+        self.soc_head = soc_head
+        if soc_head == "su2":
+            self.spin = SpinCoupling(info.layout)
+            feats, out = self.features, self.spin.irreps
+            self.spin_onsite = torch.nn.Sequential(ResidualBlock(feats), o3.Linear(feats, out))
+            self.spin_offsite = torch.nn.Sequential(ResidualBlock(feats), o3.Linear(feats, out))
+            exact_wigner_3j(self)  # the new residual blocks' 3j constants, exact in float64 too
+            return
         layout = info.layout
         slot_ls = list(layout.slot_ls)
         pairs = [(s, t) for s, ls in enumerate(slot_ls) for t, lt in enumerate(slot_ls) if ls == lt and ls > 0]
@@ -221,9 +251,22 @@ class HamGNNSOC(HamGNN):
         n = m.shape[-1]
         return (0.5j * torch.einsum("ast,abij->bsitj", sig, m.to(cdt))).reshape(-1, 2 * n, 2 * n)
 
+    def _su2(self, h, omega_f, omega_r) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `su2` head's spin terms i sum_a kron(sigma_a, X_a): X_ii antisymmetric, X_ji(-R) = -X_ij(R)^T."""
+        x_on = self.spin(self.spin_onsite(h))
+        x_on = 0.5 * (x_on - x_on.transpose(-1, -2))
+        g = self.spin(self.spin_offsite(torch.cat([omega_f, omega_r])))
+        e = omega_f.shape[0]
+        x_off = 0.5 * (g[:e] - g[e:].transpose(-1, -2))  # eq. 23 for the antisymmetric (imaginary) part
+        return pauli_expand(x_on), pauli_expand(x_off)
+
     def forward(self, batch) -> Prediction:
         h, omega_f, omega_r = self._encode(batch)
         node0, edge0 = self._spinless(h, omega_f, omega_r)
+        if self.soc_head == "su2":
+            cdt = complex_dtype(node0.dtype)
+            s_on, s_off = self._su2(h, omega_f, omega_r)
+            return Prediction(spin_identity(node0.to(cdt)) + s_on, spin_identity(edge0.to(cdt)) + s_off)
         k = self.n_scalars
         g_on = self.xi_onsite(h[:, :k])
         xi_on = 0.5 * (g_on + g_on[:, self.pair_transpose])  # xi_st = xi_ts: hermitian on site
