@@ -12,6 +12,7 @@ import torch
 from ase import Atoms
 
 from tests.conftest import tiny_hfo2
+from zoo.bench.trainer import TrainConfig
 from zoo.data.format import Structure
 from zoo.data.partition import partition, partition_for_model, scatter_predictions
 from zoo.data.synthetic import toy_record
@@ -64,6 +65,9 @@ def test_presets_load_and_bad_hyperparameters():
     for name in ("cpu", "paper", "paper-ntd2"):
         p = load_preset("acdc", name)
         assert {"lr", "lr_decay", "patience", "min_lr"} <= set(p["train"])
+        # GEARS H's optimiser: Adan, lr 5e-3, decoupled weight decay 1e-3
+        cfg = TrainConfig.from_dict(p["train"], where=f"acdc:{name}:train")
+        assert (cfg.optimizer, cfg.lr, cfg.weight_decay) == ("adan", 5e-3, 1e-3)
     assert load_preset("acdc", "paper")["num_tensordenses"] == 1
     assert load_preset("acdc", "paper-ntd2")["num_tensordenses"] == 2
     info = DatasetInfo(LAYOUT, CUT)

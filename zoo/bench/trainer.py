@@ -1,4 +1,4 @@
-"""The trainer: masked or model-owned losses, Adam, ReduceLROnPlateau with a minimum-lr stop,
+"""The trainer: masked or model-owned losses, Adam / AdamW / Adan, ReduceLROnPlateau with a minimum-lr stop,
 training stages, epoch / wall-time / CPU-time budgets, gradient clipping, atomic per-epoch
 checkpoints, exact resume and DDP.
 
@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from zoo.bench import ddp
 from zoo.bench.losses import LOSSES, LossSpec, masked_sums, outer, outer_grad
+from zoo.bench.optim import Adan
 from zoo.bench.stages import Stage, cumulative_shares, parse_stages, term_function
 from zoo.bench.standardize import Standardized
 from zoo.data.format import atomic_write
@@ -42,6 +43,9 @@ from zoo.errors import ConfigError, ZooError
 
 CHECKPOINT_NAME = "checkpoint.pt"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+OPTIMIZERS = ("adam", "adamw", "adan")
+#: TrainConfig keys added after runs were recorded, with the defaults that mean "as before"
+_LATER_DEFAULTS = {"optimizer": "adam", "betas": None, "eps": 1e-8, "amsgrad": False}
 
 
 class TrainingDiverged(ZooError):
@@ -71,6 +75,10 @@ class TrainConfig:
     cpu_budget_min: float | None = None  # process CPU time (time.process_time), summed over the run
     standardize: bool = False  # target standardization (zoo.bench.standardize)
     stages: list | None = None  # training stages (zoo.bench.stages); None: one stage, this section
+    optimizer: str = "adam"  # adam (weight_decay = L2 term) | adamw | adan (decoupled decay; zoo.bench.optim)
+    betas: list | None = None  # None: the optimizer's default, (0.9, 0.999) or Adan's (0.98, 0.92, 0.99)
+    eps: float = 1e-8
+    amsgrad: bool = False  # adam / adamw only
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None, where: str = "train") -> "TrainConfig":
@@ -98,11 +106,43 @@ class TrainConfig:
             raise ConfigError(f"{where}: cpu_budget_min must be positive")
         if not isinstance(self.standardize, bool):
             raise ConfigError(f"{where}: standardize must be true or false, got {self.standardize!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"{where}: unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        if self.betas is not None:
+            n = 3 if self.optimizer == "adan" else 2
+            b = self.betas
+            if (not isinstance(b, (list, tuple)) or len(b) != n
+                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1 for x in b)):
+                raise ConfigError(f"{where}: betas for {self.optimizer} must be {n} numbers in [0, 1), got {b!r}")
+        if not (isinstance(self.eps, (int, float)) and self.eps > 0):
+            raise ConfigError(f"{where}: eps must be a positive number, got {self.eps!r}")
+        if not isinstance(self.amsgrad, bool):
+            raise ConfigError(f"{where}: amsgrad must be true or false, got {self.amsgrad!r}")
+        if self.amsgrad and self.optimizer == "adan":
+            raise ConfigError(f"{where}: amsgrad applies to adam and adamw only, not adan")
         if self.stages:
             parse_stages(self, where)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The section as a preset would write it. The optimizer keys (added later) are left out
+        at their defaults, so hashes of runs from before them keep their value."""
+        d = dataclasses.asdict(self)
+        for key, default in _LATER_DEFAULTS.items():
+            if d.get(key) == default:
+                d.pop(key)
+        return d
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        """The configured optimizer. adam: torch Adam (weight_decay is an L2 term added to the
+        gradient); adamw: torch AdamW (decoupled decay theta <- theta (1 - lr wd)); adan:
+        zoo.bench.optim.Adan (decoupled, theta <- theta / (1 + lr wd))."""
+        kw = {"lr": self.lr, "eps": self.eps, "weight_decay": self.weight_decay}
+        if self.betas is not None:
+            kw["betas"] = tuple(float(b) for b in self.betas)
+        if self.optimizer == "adan":
+            return Adan(params, **kw)
+        cls = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
+        return cls(params, amsgrad=self.amsgrad, **kw)
 
     def loss_spec(self) -> LossSpec:
         return LossSpec(self.loss, self.offdiag_weight, self.focal_beta, self.focal_gamma)
@@ -197,7 +237,7 @@ class Trainer:
         self.card_hash, self.meta = card_hash, dict(meta or {})
         self.net = self.model  # the DDP wrapper while fit() runs distributed, else the model itself
         first = self.stages[0].cfg
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=first.lr, weight_decay=first.weight_decay)
+        self.opt = first.make_optimizer(self.model.parameters())
         self.stage_index, self.stage_epoch = 0, 0
         self._configure_stage(0, restart=False)
         self.epoch = 0
@@ -273,6 +313,10 @@ class Trainer:
         if k >= len(self.stages):
             raise ZooError(f"{where}: checkpoint is in stage {k + 1} but the configuration has "
                            f"{len(self.stages)} stage(s)")
+        saved_opt = dict(ckpt.get("train_config") or {}).get("optimizer", "adam")
+        if saved_opt != self.cfg.optimizer:
+            raise ZooError(f"{where}: checkpoint was trained with optimizer {saved_opt!r} but the configuration "
+                           f"says {self.cfg.optimizer!r}; its state cannot continue another optimizer")
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         self._configure_stage(k, restart=False)  # the stage's scheduler, then its saved state
