@@ -18,12 +18,13 @@ import torch
 from torch import nn
 
 from zoo.data.graph import species_index
-from zoo.data.torch_data import DatasetInfo, edge_vectors
+from zoo.data.torch_data import DatasetInfo, block_masks, edge_vectors
 from zoo.errors import ConfigError, ModelError
 from zoo.models.contract import Backbone, Prediction
 from zoo.models.escn.blocks import (ATTN_ACTIVATIONS, EDGE_UPDATES, EdgeDegreeEmbedding, EdgeUpdate, FeedForward,
                                     NodeAttention)
 from zoo.models.escn.layers import EquivariantLayerNorm
+from zoo.models.escn.prior import OnsitePrior
 from zoo.models.escn.rotation import EdgeRotation
 from zoo.models.registry import register_model
 from zoo.physics.coupling import WignerEckart
@@ -191,6 +192,16 @@ class ESCN(Backbone):
                            the heads read the residual stream as it is
         head_init_scale    std scale of the output heads' weights (zoo 0.01; the seed's e3nn
                            Linear is unit-variance, 1.0)
+    On-site learning (issue 18; README "Nodes"; zoo additions, not in the seed):
+        node_prior         add a closed-form equivariant on-site prior (zoo.models.escn.prior):
+                           per-element ridge map from species-resolved two-body irreps
+                           sum_j g_n(r_ij) Y_LM(r_ij) to the on-site irreps, fitted in `prepare`;
+                           the network learns the residual
+        node_prior_rbf, node_prior_ridge  its Gaussians per species and relative ridge strength
+        node_loss_weight   None: the harness loss (train: loss, offdiag_weight); w in (0, 1): the
+                           model's own loss w * MSE(on-site entries) + (1 - w) * MSE(off-site
+                           entries), each a mean over its own labelled entries (nodes are ~3 % of
+                           the entries of a periodic cell, so the plain MSE barely sees them)
     """
 
     def __init__(self, info: DatasetInfo, *, sphere_channels: int = 16, lmax: int | None = None,
@@ -200,7 +211,9 @@ class ESCN(Backbone):
                  rbf_stop: float | None = None,
                  m_share_rad: bool = False, edge_update: str = "zoo", attn_activation: str = "leaky_relu",
                  norm_both_streams: bool = True, use_overlap: bool = False, edge_degree_embedding: bool = False,
-                 edge_degree_rescale: float = 16.0, head_init_scale: float = 0.01, final_norm: bool = True):
+                 edge_degree_rescale: float = 16.0, head_init_scale: float = 0.01, final_norm: bool = True,
+                 node_prior: bool = False, node_prior_rbf: int = 16, node_prior_ridge: float = 1e-5,
+                 node_loss_weight: float | None = None):
         super().__init__(info)
         if info.spinful:
             raise ConfigError("escn: spinful (SOC) datasets are not supported by this backbone")
@@ -226,11 +239,19 @@ class ESCN(Backbone):
                f"attn_activation={attn_activation!r} must be one of {ATTN_ACTIVATIONS}")
         for name, v in [("m_share_rad", m_share_rad), ("norm_both_streams", norm_both_streams),
                         ("use_overlap", use_overlap), ("edge_degree_embedding", edge_degree_embedding),
-                        ("final_norm", final_norm)]:
+                        ("final_norm", final_norm), ("node_prior", node_prior)]:
             _check(isinstance(v, bool), f"{name}={v!r} must be true or false")
         for name, v in [("edge_degree_rescale", edge_degree_rescale), ("head_init_scale", head_init_scale)]:
             _check(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
                    f"{name}={v!r} must be a positive number")
+        _check(isinstance(node_prior_rbf, int) and node_prior_rbf >= 1,
+               f"node_prior_rbf={node_prior_rbf!r} must be a positive integer")
+        _check(isinstance(node_prior_ridge, (int, float)) and node_prior_ridge >= 0,
+               f"node_prior_ridge={node_prior_ridge!r} must be a number >= 0")
+        _check(node_loss_weight is None or (isinstance(node_loss_weight, (int, float))
+                                            and not isinstance(node_loss_weight, bool) and 0 < node_loss_weight < 1),
+               f"node_loss_weight={node_loss_weight!r} must be null or a number in (0, 1)")
+        self.node_loss_weight = None if node_loss_weight is None else float(node_loss_weight)
         if use_overlap and not info.has_overlap:
             raise ConfigError(f"escn: use_overlap=true needs the overlap matrix S as an edge input, but dataset "
                               f"{info.name or '(unnamed)'!r} has no S (its card says has_overlap: false)")
@@ -270,6 +291,8 @@ class ESCN(Backbone):
                                                     n_el, edge_degree_rescale) if edge_degree_embedding else None
         self.overlap_embedding = OverlapEmbedding(self.we.irreps, lmax, self.sectors,
                                                   sphere_channels) if use_overlap else None
+        self.node_prior = OnsitePrior(self.we, n_el, info.cutoff, node_prior_rbf,
+                                      node_prior_ridge) if node_prior else None
 
     def _embed(self, scalars: torch.Tensor) -> torch.Tensor:
         """[M, C] q = +1 scalars -> [M, K, S, C] features that are zero elsewhere."""
@@ -296,4 +319,32 @@ class ESCN(Backbone):
             x, e = layer(x, e, wigner, rbf, z, batch.edge_index)
         node = self.we.to_blocks(self.node_head(self.norm_node(x)))
         edge = self.we.to_blocks(self.edge_head(self.norm_edge(e)))
+        if self.node_prior is not None:
+            node = node + self.node_prior(batch, z).to(node.dtype)
         return Prediction(node, edge)
+
+    def prepare(self, train_graphs) -> None:
+        """Fit the on-site prior (node_prior: true) on the labelled training blocks; else nothing."""
+        if self.node_prior is not None:
+            self.node_prior.fit(train_graphs, self.z_index)
+
+    def loss_terms(self, pred: Prediction, batch):
+        """node_loss_weight set: ([SSE on-site, SSE off-site], [n on-site, n off-site]) over the
+        labelled real-orbital entries; else None (the harness loss)."""
+        if self.node_loss_weight is None:
+            return None
+        node_m, edge_m = block_masks(batch)
+        node_m = node_m & batch.node_label_mask[:, None, None]
+        edge_m = edge_m & batch.edge_label_mask[:, None, None]
+        en = (pred.node_blocks - batch.y_node)[node_m]
+        ee = (pred.edge_blocks - batch.y_edge)[edge_m]
+        sums = torch.stack([(en ** 2).sum(), (ee ** 2).sum()])
+        counts = torch.tensor([float(en.numel()), float(ee.numel())], dtype=sums.dtype, device=sums.device)
+        return sums, counts
+
+    def loss_outer(self, m: torch.Tensor) -> torch.Tensor:
+        """w * m_node + (1 - w) * m_edge for the model-owned loss; identity otherwise."""
+        if self.node_loss_weight is None:
+            return m
+        w = self.node_loss_weight
+        return w * m[0] + (1.0 - w) * m[1]
