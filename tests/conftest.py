@@ -49,6 +49,29 @@ def _float64_default():
     torch.set_default_dtype(old)
 
 
+def perturbed(model, scale: float = 0.1, seed: int = 0):
+    """The model in float64 with every parameter moved by scale x N(0, 1), in eval mode: a zero-initialised
+    term (heads, gates) then cannot pass a symmetry test by accident."""
+    torch.manual_seed(seed)
+    model = model.double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return model.eval()
+
+
+def sige_chain_atoms() -> Atoms:
+    """A rattled 4x1x1 diamond Si supercell with every fifth atom Ge: two elements, no symmetry ties."""
+    from ase.build import bulk
+
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((4, 1, 1))
+    atoms.rattle(0.05, seed=7)
+    z = atoms.numbers.copy()
+    z[::5] = 32
+    atoms.numbers = z
+    return atoms
+
+
 def run_ranks(target, args: tuple, world: int = 2, timeout: float = 150.0) -> None:
     """Spawn `world` processes target(rank, world, *args), wait, and kill any that hang (never leave a stuck rank)."""
     import torch.multiprocessing as tmp

@@ -11,7 +11,7 @@ import pytest
 import torch
 from ase import Atoms
 
-from tests.conftest import tiny_hfo2
+from tests.conftest import sige_chain_atoms, tiny_hfo2
 from zoo.bench.trainer import TrainConfig
 from zoo.data.format import Structure
 from zoo.data.partition import partition, partition_for_model, scatter_predictions
@@ -218,13 +218,7 @@ def test_far_atom_changes_outputs_only_with_global_mean(global_mean):
 
 @pytest.fixture(scope="module")
 def sige_chain():
-    from ase.build import bulk
-
-    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((4, 1, 1))
-    atoms.rattle(0.05, seed=7)
-    z = atoms.numbers.copy()
-    z[::5] = 32
-    atoms.numbers = z
+    atoms = sige_chain_atoms()
     layout = OrbitalLayout(BASIS, [14, 32])
     cutoff = 2.6
     rec = toy_record(Structure.from_ase(atoms), BASIS, cutoff)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import tiny_hfo2
+from tests.conftest import perturbed, tiny_hfo2
 from zoo.data.format import Structure
 from zoo.data.synthetic import toy_record, toy_spinful_record
 from zoo.data.torch_data import DatasetInfo, block_masks, record_to_data
@@ -29,15 +29,6 @@ BASIS = get_basis("szv-molopt-sr")
 LAYOUT = OrbitalLayout(BASIS, [8, 72])
 CUTOFF = 4.0
 SMALL = dict(num_features=2, num_layers=1, radial_hidden=8)
-
-
-def _perturbed(model):
-    torch.manual_seed(0)
-    model = model.double()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +66,7 @@ def test_soc_angular_momentum_obeys_su2_algebra():
 def test_soc_term_structure(spinful_graph):
     """kron(I2, H0) + 1/2 sum_a sigma_a (x) xi o L_a, checked piece by piece against the spinless model."""
     d = spinful_graph
-    soc = _perturbed(HamGNNSOC(DatasetInfo(LAYOUT, CUTOFF, spinful=True), **SMALL))
+    soc = perturbed(HamGNNSOC(DatasetInfo(LAYOUT, CUTOFF, spinful=True), **SMALL))
     plain = HamGNN(DatasetInfo(LAYOUT, CUTOFF), **SMALL).double()
     plain.load_state_dict({k: v for k, v in soc.state_dict().items() if not k.startswith("xi_")})
     n = LAYOUT.n_max
@@ -110,7 +101,7 @@ def test_soc_term_structure(spinful_graph):
 def test_kramers_pairs_of_the_assembled_hamiltonian(spinful_graph):
     """Time reversal with Theta^2 = -1: every eigenvalue of the assembled H(Gamma) is doubly degenerate."""
     d = spinful_graph
-    model = _perturbed(HamGNNSOC(DatasetInfo(LAYOUT, CUTOFF, spinful=True), **SMALL))
+    model = perturbed(HamGNNSOC(DatasetInfo(LAYOUT, CUTOFF, spinful=True), **SMALL))
     with torch.no_grad():
         p = model(d)
     h = bloch_sum(p.node_blocks, p.edge_blocks, d.edge_index, d.edge_shift, d.node_orb_mask, hermitize=False)
@@ -123,7 +114,7 @@ def test_kramers_pairs_of_the_assembled_hamiltonian(spinful_graph):
 
 def test_l1_loss_counts_labelled_real_entries_only(spinful_graph):
     d = spinful_graph.clone()
-    model = _perturbed(HamGNNSOC(DatasetInfo(LAYOUT, CUTOFF, spinful=True), l1_loss=True, **SMALL))
+    model = perturbed(HamGNNSOC(DatasetInfo(LAYOUT, CUTOFF, spinful=True), l1_loss=True, **SMALL))
     d.edge_label_mask[::3] = False  # virtual halo outputs never count
     with torch.no_grad():
         p = model(d)

@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 import torch
 
-from tests.conftest import tiny_hfo2
+from tests.conftest import perturbed, sige_chain_atoms, tiny_hfo2
 from zoo.data.format import Structure
 from zoo.data.synthetic import toy_spinful_record
 from zoo.data.torch_data import DatasetInfo, block_masks, record_to_data
@@ -46,22 +46,13 @@ def _irreps_D(irreps, R: torch.Tensor) -> torch.Tensor:
     return torch.block_diag(*blocks)
 
 
-def _perturbed(model):
-    torch.manual_seed(0)
-    model = model.double()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def heads():
     """Both heads, float64, parameters perturbed (so a zero-initialised term cannot pass by accident)."""
     out = {}
     for head, extra in (("so3", {}), ("su2", {"lmax": 5})):
         torch.manual_seed(0)  # the same initialisation whatever ran before
-        out[head] = _perturbed(HamGNNSOC(INFO, soc_head=head, **extra, **SMALL))
+        out[head] = perturbed(HamGNNSOC(INFO, soc_head=head, **extra, **SMALL))
     return out
 
 
@@ -263,22 +254,16 @@ def test_su2_head_fits_the_toy_soc_that_so3_cannot():
 
 def test_su2_partitioned_equals_full():
     """One-way-halo partitions at the model's depth reproduce the full-graph output with the su2 head."""
-    from ase.build import bulk
-
     from zoo.data.partition import partition_for_model, scatter_predictions
     from zoo.data.torch_data import collate
 
-    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((4, 1, 1))
-    atoms.rattle(0.05, seed=7)
-    z = atoms.numbers.copy()
-    z[::5] = 32
-    atoms.numbers = z
+    atoms = sige_chain_atoms()
     layout = OrbitalLayout(BASIS, [14, 32])
     rc = 2.6  # nearest neighbours only: below half of the 5.43 A cell widths, so no pair meets two images
     data = record_to_data(toy_spinful_record(Structure.from_ase(atoms), BASIS, rc, overlap=False), layout,
                           dtype=torch.float64)
     info = DatasetInfo(layout, rc, spinful=True, name="partition-su2")
-    model = _perturbed(HamGNNSOC(info, soc_head="su2", lmax=2 * max(layout.slot_ls) + 1, **SMALL))
+    model = perturbed(HamGNNSOC(info, soc_head="su2", lmax=2 * max(layout.slot_ls) + 1, **SMALL))
     with torch.no_grad():
         full = model(collate([data]))
         parts = partition_for_model(data, model, "slices", virtual="one-way", n_slices=3)
