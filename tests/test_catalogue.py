@@ -9,6 +9,8 @@ import pytest
 
 from zoo.data import Dataset
 from zoo.data import catalogue as cat
+from zoo.data.catalogue import pool
+from zoo.data.catalogue.recipes import c_hfo2_cell, given
 from zoo.data.format import Structure
 from zoo.errors import ZooError
 
@@ -37,6 +39,9 @@ def test_fixture_is_a_valid_tblite_dataset(fixture_ds):
     # diffuse Hf 6p in a 5 A cell, small for O)
     assert all(np.allclose(b, b.T) for b in on)
     assert all(np.allclose(np.diag(b), 1.0, atol=0.05) for b, z in zip(on, rec.numbers) if z == 8)
+    # S cut at 2.4 A is indefinite in these cells: the card says so, measured
+    spectrum = card.provenance["spectrum"]
+    assert spectrum["mode"] == "H-only" and spectrum["s_min_eig"] < 0 and spectrum["measured_on"] == 3
 
 
 def test_names_sizes_and_cache(monkeypatch, tmp_path):
@@ -56,13 +61,13 @@ def test_names_sizes_and_cache(monkeypatch, tmp_path):
 
 def _tiny_entry(bad_test: bool) -> cat.Entry:
     def plan(entry, size, seed):
-        jobs = [("train-0", "train", partial(cat._c_hfo2, 1, 1, 0.05, 0.0)),
-                ("val-0", "val", partial(cat._c_hfo2, 1, 2, 0.05, 0.0))]
+        jobs = [("train-0", "train", partial(c_hfo2_cell, 1, 1, 0.05, 0.0)),
+                ("val-0", "val", partial(c_hfo2_cell, 1, 2, 0.05, 0.0))]
         if bad_test:  # helium is not in the GFN1 basis table: the engine refuses it
             he = Structure([2, 8], [[0, 0, 0], [1.5, 1.5, 1.5]], np.eye(3) * 6, True)
-            jobs.append(("test-0", "test", partial(cat._given, he)))
+            jobs.append(("test-0", "test", partial(given, he)))
         else:
-            jobs.append(("test-0", "test", partial(cat._c_hfo2, 1, 3, 0.05, 0.0)))
+            jobs.append(("test-0", "test", partial(c_hfo2_cell, 1, 3, 0.05, 0.0)))
         return jobs
 
     return cat.Entry("tiny", "test entry", "tblite", {"small": cat.Size(2.4, {})}, plan, bond_cut=2.6)
@@ -86,6 +91,8 @@ def test_build_fails_clearly_then_resumes(monkeypatch, tmp_path):
     assert prov["generation_seed"] == 2024 and prov["build_cost"]["sum_structure_wall_s"] > 0
     assert prov["truncation"]["max_dropped_frac_frobenius_h"] > 0
     assert prov["structure_stats"]["val-0"]["cn_mean"]["Hf"] == 7.0  # m-HfO2: Hf sevenfold by O
+    # S truncated at 2.4 A in 5 A cells is indefinite, as in the fixture
+    assert prov["spectrum"]["mode"] == "H-only" and prov["spectrum"]["measured_on"] == 3
 
 
 def test_unfolded_build_has_explicit_images(monkeypatch, tmp_path):
@@ -172,17 +179,17 @@ def test_stop_workers_ends_children_and_grandchildren():
             break
         __import__("time").sleep(0.05)
     grandchild = psutil.Process(child.pid).children()[0]
-    cat._stop_workers([child.pid])
+    pool.stop_workers([child.pid])
     assert child.wait(timeout=10) is not None
     assert not grandchild.is_running() or grandchild.status() == psutil.STATUS_ZOMBIE
 
 
 def test_worker_environment():
-    env = cat._worker_env(2, "tblite")
+    env = pool.worker_env(2, "tblite")
     assert env["OMP_NUM_THREADS"] == str(max(1, (__import__("os").cpu_count() or 1) // 2))
-    assert ("LD_PRELOAD" in env) == cat.OPENBLAS.is_file()
-    assert cat._worker_env(1, "pyscf") == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    assert cat._worker_env(1, "cp2k") == {"OMP_NUM_THREADS": str(__import__("os").cpu_count() or 1)}
+    assert ("LD_PRELOAD" in env) == pool.OPENBLAS.is_file()
+    assert pool.worker_env(1, "pyscf") == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    assert pool.worker_env(1, "cp2k") == {"OMP_NUM_THREADS": str(__import__("os").cpu_count() or 1)}
 
 
 @pytest.mark.parametrize("engine", ["tblite", "pyscf", "cp2k"])
@@ -214,15 +221,28 @@ def _explodes(seed: int):
     raise RuntimeError("recipe blew up")
 
 
-def test_a_failing_recipe_is_a_clear_error_naming_the_structure(monkeypatch, tmp_path):
+def _dies(seed: int):
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
+
+
+@pytest.mark.parametrize("recipe, message", [
+    (_explodes, "RuntimeError: recipe blew up"),
+    (_dies, "its worker process died abruptly"),  # breaks the pool: still named, the finished ones kept
+])
+def test_a_failing_structure_is_a_clear_error_naming_it(recipe, message, monkeypatch, tmp_path):
     entry = _tiny_entry(bad_test=False)
 
     def plan(e, size, seed):
-        return entry.plan(e, size, seed)[:2] + [("test-0", "test", partial(_explodes, 1))]
+        return entry.plan(e, size, seed)[:2] + [("test-0", "test", partial(recipe, 1))]
 
     monkeypatch.setitem(cat.CATALOGUE, "tiny", cat.Entry("tiny", "x", "tblite", entry.sizes, plan))
-    with pytest.raises(ZooError, match="structure 'test-0' failed: RuntimeError: recipe blew up.*re-run to resume"):
+    with pytest.raises(ZooError, match=f"structure 'test-0' failed: {message}.*re-run to resume"):
         cat.build("tiny", cache=tmp_path, progress=False)
+    staging = tmp_path / "tiny" / ".small.partial" / "structures"
+    assert sorted(p.name for p in staging.glob("*.h5")) == ["train-0.h5", "val-0.h5"]
 
 
 def test_concurrent_builds_of_one_dataset_take_turns(monkeypatch, tmp_path):

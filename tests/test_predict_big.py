@@ -278,12 +278,13 @@ def test_bad_inputs_fail_cleanly(setup, tmp_path, capsys):
 def test_data_structure_catalogue_and_repeat(tmp_path, capsys):
     """A catalogue cell is the recipe's own (same as the build's test structure), written without
     labels; --repeat replicates any file; a bad --repeat is refused."""
-    from zoo.data.catalogue import _c_hfo2, CATALOGUE
+    from zoo.data.catalogue import CATALOGUE
+    from zoo.data.catalogue.recipes import c_hfo2_cell
 
     assert main(["data", "structure", "c-hfo2", "-o", str(tmp_path / "c.extxyz")]) == 0
     st = read_structure(tmp_path / "c.extxyz")
     p = CATALOGUE["c-hfo2"].sizes["small"].params
-    ref = _c_hfo2(p["repeat"], CATALOGUE["c-hfo2"].seed + 200, p["rattle"], -0.01)  # test-0: split 2, m 0
+    ref = c_hfo2_cell(p["repeat"], CATALOGUE["c-hfo2"].seed + 200, p["rattle"], -0.01)  # test-0: split 2, m 0
     np.testing.assert_allclose(st.positions, ref.positions, atol=1e-8)
     np.testing.assert_array_equal(st.numbers, ref.numbers)
     assert main(["data", "structure", str(tmp_path / "c.extxyz"), "--repeat", "2,1,3", "-o",

@@ -17,7 +17,7 @@ def add_data_parsers(dsub) -> None:
                    help="periodic sets: explicit per-image blocks from a supercell run (no Gamma folding; slower)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=run_build)
-    ls = dsub.add_parser("list", help="the catalogue: sizes, engines, cutoffs, and what is built")
+    ls = dsub.add_parser("list", help="the catalogue: sizes, engines, cutoffs, what is built, spectrum mode")
     ls.add_argument("--cache", default=None, help="cache directory (default: $ZOO_CACHE or ~/.cache/zoo/datasets)")
     ls.set_defaults(func=run_list)
     st = dsub.add_parser("stats", help="structure statistics of a built dataset: coordination, shortest distances, density")

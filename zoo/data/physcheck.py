@@ -215,21 +215,24 @@ def edge_lengths(rec: Record) -> np.ndarray:
     return np.linalg.norm(edge_vectors_np(rec.positions, rec.cell, rec.edge_index, rec.edge_shift), axis=1)
 
 
-def lowest_overlap_eigenvalue(rec: Record, dense_max: int = DENSE_MAX) -> tuple[float, str]:
+def lowest_overlap_eigenvalue(rec: Record, dense_max: int = DENSE_MAX, measure: bool = False) -> tuple[float, str]:
     """(lowest eigenvalue of the hermitized S(Gamma), method). Small systems: dense Cholesky, and
-    the exact eigenvalue only when Cholesky fails; large ones: Lanczos estimate (ARPACK)."""
+    the exact eigenvalue only when Cholesky fails (always with `measure=True`); large ones: Lanczos
+    estimate (ARPACK)."""
     s = rec.matrix("S", hermitize=True)
     n = s.shape[0]
     if n <= dense_max:
         dense = s.toarray()
-        try:
-            np.linalg.cholesky(dense)
-            return float("nan"), "cholesky"  # positive definite; the value is not needed
-        except np.linalg.LinAlgError:
+        if not measure:
             try:
-                return float(np.linalg.eigvalsh(dense)[0]), "dense"
-            except np.linalg.LinAlgError:  # absurd magnitudes (1e308) defeat the eigen-solver too
-                return float("nan"), "dense (eigen-solver did not converge)"
+                np.linalg.cholesky(dense)
+                return float("nan"), "cholesky"  # positive definite; the value is not needed
+            except np.linalg.LinAlgError:
+                pass
+        try:
+            return float(np.linalg.eigvalsh(dense)[0]), "dense"
+        except np.linalg.LinAlgError:  # absurd magnitudes (1e308) defeat the eigen-solver too
+            return float("nan"), "dense (eigen-solver did not converge)"
     s = sp.csr_matrix(s)
     try:
         val = spla.eigsh(s, k=1, which="SA", tol=1e-6, maxiter=max(1000, 20 * n), return_eigenvectors=False)
