@@ -22,6 +22,7 @@ from zoo.data.engines import EngineError, get_engine  # noqa: E402
 from zoo.data.engines.pyscf_soc import (PySCFSOCEngine, displaced_molecule, reference_geometry,  # noqa: E402
                                         spinful_dense_to_record)
 from zoo.data.format import Dataset, Structure  # noqa: E402
+from zoo.errors import ZooError  # noqa: E402
 from zoo.physics.conventions import atom_transform  # noqa: E402
 from zoo.physics.spin import rotate_spinful, time_reverse  # noqa: E402
 from zoo.physics.wigner import random_rotation  # noqa: E402
@@ -213,3 +214,22 @@ def test_full_soc_mini_build_takes_under_a_minute_of_cpu(tmp_path):
     assert [len(ds.split(s)) for s in ("train", "val", "test")] == [15, 5, 5]
     print(f"soc-mini small: {used:.1f} s CPU")
     assert used < 60
+
+
+def test_soc_molecules_unseen_split_holds_whole_molecules_out_of_training():
+    """The molecule split: every geometry of a held-out molecule is in its split, none in train, and
+    the geometries are the same displaced structures as the geometry split's (only the split differs)."""
+    by_mol = cat.CATALOGUE["soc-molecules-unseen"]
+    by_geo = cat.CATALOGUE["soc-molecules"]
+    jobs = by_mol.plan(by_mol, "small", by_mol.seed)
+    splits: dict[str, set[str]] = {}
+    for name, split, _ in jobs:
+        splits.setdefault(split, set()).add(name.split("-")[1])
+    assert splits["val"] == {"Bi2"} and splits["test"] == {"H2Te"}
+    assert not splits["train"] & (splits["val"] | splits["test"])
+    geo = sorted(j[2].args for j in by_geo.plan(by_geo, "small", by_geo.seed))
+    assert sorted(j[2].args for j in jobs) == geo
+    bad = dataclasses.replace(by_mol, sizes={"small": dataclasses.replace(
+        by_mol.sizes["small"], params={**by_mol.sizes["small"].params, "holdout": {"test": ("CO2",)}})})
+    with pytest.raises(ZooError, match="holdout"):
+        bad.plan(bad, "small", bad.seed)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from zoo.data.format import Structure
+from zoo.errors import ZooError
 
 if TYPE_CHECKING:
     from zoo.data.catalogue.entries import Entry
@@ -121,14 +122,33 @@ def plan_md17(molecule: str) -> Callable[[Entry, str, int], list[Job]]:
 
 def plan_soc(entry: Entry, size: str, seed: int) -> list[Job]:
     """Per molecule, `counts` (train, val, test) geometries, each its own seeded displacement of the
-    reference geometry (zoo.data.engines.pyscf_soc.displaced_molecule), so no two structures coincide."""
+    reference geometry (zoo.data.engines.pyscf_soc.displaced_molecule), so no two structures coincide.
+
+    split_by="molecule" (default "geometry") splits by molecule instead: the molecules listed in
+    `holdout[split]` go whole into val or test (molecules never seen in training), all others into
+    train, each with the same sum(counts) geometries the geometry split would give it."""
     from zoo.data.engines.pyscf_soc import displaced_molecule
 
     p = entry.sizes[size].params
+    by = p.get("split_by", "geometry")
+    held = {mol: split for split, mols in p.get("holdout", {}).items() for mol in mols}
+    if by not in ("geometry", "molecule"):
+        raise ZooError(f"{entry.name}@{size}: split_by is 'geometry' or 'molecule', not {by!r}")
+    if by == "molecule":
+        wrong = sorted(set(held) - set(p["molecules"])) + sorted(set(held.values()) - {"val", "test"})
+        if wrong or {"val", "test"} - set(held.values()):
+            raise ZooError(f"{entry.name}@{size}: holdout must name val and test molecules from {p['molecules']} "
+                           f"(wrong: {wrong or 'a split without molecules'})")
     jobs = []
     for m, mol in enumerate(p["molecules"]):
+        g = 0  # the molecule's geometry counter across splits (molecule split: names stay unique)
         for k, (split, n) in enumerate(zip(SPLITS, p["counts"])):
             for c in range(n):
-                jobs.append((f"{split}-{mol}-{c}", split,
-                             partial(displaced_molecule, mol, seed + 10_000 * k + 100 * m + c, p["rattle"])))
+                make = partial(displaced_molecule, mol, seed + 10_000 * k + 100 * m + c, p["rattle"])
+                if by == "geometry":
+                    jobs.append((f"{split}-{mol}-{c}", split, make))
+                else:
+                    dest = held.get(mol, "train")
+                    jobs.append((f"{dest}-{mol}-{g}", dest, make))
+                g += 1
     return jobs
