@@ -11,7 +11,7 @@
 #    (max |cuda - cpu| <= 1e-4 x max |cpu| + 1e-6 Hartree);
 # 3. CUDA only: timing of zoo predict's path on both devices for a 1,296-atom m-HfO2 supercell
 #    (6 x 6 x 3 cells, 4 A cutoff, 2,000 atoms per partition), one line per backbone; then
-#    `zoo perf --device cuda` when that command has a --device option.
+#    `zoo perf --suite throughput --device cuda` when that command has a --device option.
 # Exit status: non-zero when a test fails or cpu and cuda disagree. --quick skips step 1.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -93,7 +93,7 @@ if bad:
 EOF
   if "$PY" -m zoo.cli.main perf --help 2>/dev/null | grep -q -- "--device"; then
     stamp "zoo perf on cuda"
-    timeout 60 "$PY" -m zoo.cli.main perf --model sk --device cuda || status=1
+    timeout 60 "$PY" -m zoo.cli.main perf --suite throughput --models sk --device cuda || status=1
   else
     echo "zoo perf has no --device option in this build: its CUDA table is skipped"
   fi

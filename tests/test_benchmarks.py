@@ -14,7 +14,7 @@ SCRIPTS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py
 
 
 def test_there_are_benchmarks():
-    assert {p.name for p in SCRIPTS} >= {"partition_perf.py", "image_contamination.py", "gfn1_relaxation.py"}
+    assert {p.name for p in SCRIPTS} >= {"image_contamination.py", "gfn1_relaxation.py"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)

@@ -1,48 +1,62 @@
-"""`zoo perf`: inference time per atom vs structure size, as ratios in one run."""
+"""`zoo perf`: inference scaling, partitioned training and throughput of every backbone, in one run."""
 
 from __future__ import annotations
 
+import argparse
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("perf", help="inference time per atom vs structure size for a model")
-    p.add_argument("--model", default=None, help="registered backbone (untrained; cost does not depend on weights)")
-    p.add_argument("--checkpoint", default=None, help="or a trained checkpoint (its model and basis)")
-    p.add_argument("--preset", default="cpu")
-    p.add_argument("--elements", default="Hf,O", help="elements for --model (comma separated)")
-    p.add_argument("--basis", default="szv-molopt-sr")
-    p.add_argument("--cutoff", type=float, default=4.0)
-    p.add_argument("--reps", default="4,6,8,10", help="supercell repeats per axis (comma separated)")
-    p.add_argument("--spacing", type=float, default=2.2, help="simple-cubic spacing (A)")
+    from zoo.bench.perf.suite import SUITES, PerfOptions
+
+    d = PerfOptions()
+    p = sub.add_parser(
+        "perf", help="cost of every backbone: inference vs size, partitioned training, throughput (or --profile)",
+        description="Tables of ratios measured in one run on a-HfO2 (one melt-quenched cell, cached, repeated to "
+                    "each size), untrained models, each measurement in a fresh process. Every table names the "
+                    "machine and the commit.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--suite", dest="suites", default=d.suites, help=f"sections, comma separated: {', '.join(SUITES)}")
+    p.add_argument("--models", default=None,
+                   help="backbones, comma separated (default: every registered spinless backbone but the test-only "
+                        "trivial and the network-free mean)")
+    p.add_argument("--preset", default=d.preset, help="model preset (cpu | paper); also picks the training cutoff")
+    p.add_argument("--sizes", default=d.sizes, help="inference sizes in atoms (1k = 1000); the nearest supercells "
+                                                    "wider than 2 x cutoff are used")
+    p.add_argument("--cutoff", type=float, default=None, help="inference cutoff in A (default: a-hfo2's paper cutoff)")
+    p.add_argument("--base-cell", default=d.base_cell, choices=["small", "medium", "paper"],
+                   help="catalogue size of the a-hfo2 test cell that is repeated (made once by melt-quench, cached)")
+    p.add_argument("--structure", default=None, help="or a structure file as the base cell")
+    p.add_argument("--cache", default=None, help="zoo cache directory (default: $ZOO_CACHE or ~/.cache/zoo/datasets)")
+    p.add_argument("--max-atoms-per-part", type=int, default=d.max_atoms_per_part,
+                   help="labelled atoms per streamed partition (as zoo predict)")
+    p.add_argument("--train-atoms", type=int, default=d.train_atoms,
+                   help="atoms of the training / throughput cell (at least; a rod along the base cell's long axis)")
+    p.add_argument("--throughput-atoms", type=int, default=None,
+                   help="atoms of the throughput cell (default: the smallest supercell wider than 2 x cutoff)")
+    p.add_argument("--train-cutoff", type=float, default=None,
+                   help="training, throughput and --profile cutoff in A (default: a-hfo2 small's for --preset "
+                        "cpu, paper's for paper)")
+    p.add_argument("--slices", default=d.slices, help="slab counts compared with the full graph")
+    p.add_argument("--partitioners", default=d.partitioners, help="partitioners in the imbalance table")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="timed training epochs (the fastest is reported)")
+    p.add_argument("--repeats", type=int, default=d.repeats, help="timed throughput passes (the fastest is reported)")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch / OpenMP threads per measurement")
+    p.add_argument("--max-seconds", type=float, default=d.max_seconds,
+                   help="wall-time limit per measurement; larger sizes estimated beyond it are skipped (0: none)")
+    p.add_argument("--json", default=None, help="also write every table and the machine to this JSON file")
+    p.add_argument("--workdir", default=None, help="where the temporary structures and predictions go")
+    p.add_argument("--profile", default=None, metavar="MODEL",
+                   help="instead of the sections: torch.profiler of one forward + backward of MODEL")
+    p.add_argument("--profile-atoms", type=int, default=None,
+                   help="atoms of the --profile structure (default: as --throughput-atoms)")
+    p.add_argument("--top", type=int, default=d.top, help="operators in the --profile table")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from tabulate import tabulate
+    from dataclasses import fields
 
-    from zoo.bench.perf import measure
-    from zoo.errors import ConfigError
+    from zoo.bench.perf.suite import PerfOptions, run_perf
 
-    if args.checkpoint:
-        from zoo.bench.predict import model_from_checkpoint
-
-        model, info, dtype = model_from_checkpoint(args.checkpoint)
-    elif args.model:
-        from zoo.data.torch_data import DatasetInfo
-        from zoo.models.registry import build_model
-        from zoo.physics.basis import OrbitalLayout, get_basis, symbol_to_z
-
-        import torch
-
-        zs = [symbol_to_z(s.strip()) for s in args.elements.split(",") if s.strip()]
-        info = DatasetInfo(OrbitalLayout(get_basis(args.basis), zs), args.cutoff)
-        torch.manual_seed(0)
-        model, dtype = build_model(args.model, info, preset=args.preset), torch.float32
-    else:
-        raise ConfigError("zoo perf needs --model NAME or --checkpoint CKPT")
-    try:
-        reps = [int(x) for x in args.reps.split(",")]
-    except ValueError:
-        raise ConfigError(f"--reps must be comma-separated integers, got {args.reps!r}") from None
-    rows = measure(model, info, reps, spacing=args.spacing, dtype=dtype)
-    print(tabulate(rows, headers="keys", floatfmt=".4g"))
+    run_perf(PerfOptions(**{f.name: getattr(args, f.name) for f in fields(PerfOptions)}))
     return 0
