@@ -25,6 +25,8 @@ from zoo.errors import ConfigError
 FAMILY = "a-hfo2"
 #: a size is refused when the nearest valid supercell is further than this factor from it
 SIZE_TOLERANCE = 1.5
+#: supercells within this factor of a size count as equally near: the most nearly cubic of them is taken
+SIZE_SLACK = 1.2
 
 
 @dataclass(frozen=True)
@@ -101,9 +103,9 @@ def smallest_repeat(cell: Structure, cutoff: float) -> tuple[int, int, int]:
 
 
 def choose_repeat(cell: Structure, target: int | None, cutoff: float) -> tuple[int, int, int]:
-    """The supercell of `cell` nearest `target` atoms (log scale; then the most nearly cubic) whose
-    periodic widths are all >= 2 x cutoff (target None: the smallest such supercell). ConfigError
-    when none is within SIZE_TOLERANCE of the target."""
+    """The supercell of `cell` near `target` atoms whose periodic widths are all >= 2 x cutoff: the
+    most nearly cubic one within SIZE_SLACK of the target, else the nearest (target None: the
+    smallest such supercell). ConfigError when none is within SIZE_TOLERANCE of the target."""
     from zoo.data.graph import perpendicular_widths
 
     lo = smallest_repeat(cell, cutoff)
@@ -121,7 +123,8 @@ def choose_repeat(cell: Structure, target: int | None, cutoff: float) -> tuple[i
                 break
             for c in range(lo[2], min(hi[2], limit // (a * b)) + 1):
                 wr = [w[k] * r for k, r in enumerate((a, b, c)) if pbc[k]]
-                key = (round(abs(math.log(a * b * c * n0 / target)), 9), -(min(wr) / max(wr)) if wr else 0.0)
+                dist = abs(math.log(a * b * c * n0 / target))
+                key = (max(round(dist, 9), math.log(SIZE_SLACK)), -(min(wr) / max(wr)) if wr else 0.0, dist)
                 if best_key is None or key < best_key:
                     best, best_key = (a, b, c), key
     n_best = n0 * best[0] * best[1] * best[2]
