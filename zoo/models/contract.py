@@ -30,8 +30,12 @@ class Backbone(torch.nn.Module):
     #: direction messages travel along edge_index, as in torch-geometric: "source_to_target" (row 0 -> row 1,
     #: summed at row 1) or "target_to_source"; one-way partition halos are built for it
     message_flow: str = "source_to_target"
-    #: True: returns complex (2n x 2n) blocks in the spinful layout (docs/adr/0006); False: refuses spinful data
+    #: True: returns complex (2n x 2n) blocks in the spinful layout (docs/adr/0006); False: spinless
+    #: (refuses spinful data unless `spin_independent`)
     spinful: bool = False
+    #: True for a backbone with no spin dependence that accepts both kinds of data: real blocks on spinless
+    #: data, kron(I2, H0) in the spinful layout on spinful data (its instance's `spinful` follows the dataset)
+    spin_independent: bool = False
     #: True if the raw output is hermitian by construction (H_ii = H_ii^dagger, H_ji(-R) = H_ij(R)^dagger);
     #: the contract test holds such a backbone to 1e-10. Others are hermitized by the harness.
     hermitian: bool = False

@@ -7,7 +7,10 @@
     H_ii     = sym( WE( Linear(Residual_on(h_i)) ) ),     sym(B) = (B + B^T) / 2
     H_ij(R)  = ( WE(Linear(Residual_off(omega_ij))) + WE(Linear(Residual_off(omega_ji)))^T ) / 2
 
-WE is the shared Wigner-Eckart head (eq. 12). The off-site line is eq. 23 with the reverse edge's
+WE is the shared Wigner-Eckart head (eq. 12). With `onsite_prior: true` (not in the paper) H_ii also gets
+the per-element mean of the training set's invariant (L = 0) on-site blocks, fitted in `prepare`
+(`zoo.models.mean.invariant`, the `mean` baseline's fit; kron(I2, .) of it on spinful data), so the network
+learns the residual rather than core levels of thousands of Hartree. The off-site line is eq. 23 with the reverse edge's
 raw output computed from the same two endpoint features (omega_ji = PairInteraction(h_j, h_i, -r_ij),
 exactly what the edge (j, i, -R) computes), so H_ji(-R) = H_ij(R)^T holds by construction, also
 for a partition's one-way halo edges whose reverse is not in the sub-graph.
@@ -44,6 +47,7 @@ from zoo.models.contract import Backbone, Prediction
 from zoo.models.hamgnn.layers import (OrbitalConvolution, PairInteraction, ResidualBlock, exact_wigner_3j,
                                       feature_irreps, radial_embedding)
 from zoo.models.hamgnn.su2 import SpinCoupling, pauli_expand
+from zoo.models.mean.invariant import InvariantOnsitePrior
 from zoo.models.registry import register_model
 from zoo.physics.coupling import WignerEckart
 from zoo.physics.spin import complex_dtype, orbital_angular_momentum, pauli, spin_identity
@@ -70,6 +74,7 @@ class HamGNN(Backbone):
         code_compat    v1-code radial basis: no sqrt(2/r_c) prefactor and f_c^2 (default: eq. 19)
         num_types      one-hot width (default: the dataset's element count; the repo uses 60)
         l1_loss        train on the mean |H_pred - H| over labelled real entries (the paper's loss)
+        onsite_prior   add the per-element invariant on-site means fitted in `prepare` (default false)
     """
 
     message_passing_layers = 5
@@ -80,7 +85,7 @@ class HamGNN(Backbone):
     def __init__(self, info: DatasetInfo, *, num_features: int = 4, lmax: int = 4, sh_lmax: int = 4,
                  num_layers: int = 2, num_radial: int = 8, radial_hidden: int = 16, radial_layers: int = 2,
                  cutoff: float | None = None, code_compat: bool = False, num_types: int | None = None,
-                 l1_loss: bool = False):
+                 l1_loss: bool = False, onsite_prior: bool = False):
         name = type(self).model_name
         if bool(info.spinful) != self.spinful:
             if info.spinful:
@@ -93,6 +98,8 @@ class HamGNN(Backbone):
                        ("radial_hidden", radial_hidden), ("radial_layers", radial_layers)]:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name}: {key} must be a positive integer, got {v!r}")
+        if not isinstance(onsite_prior, bool):
+            raise ConfigError(f"{name}: onsite_prior must be true or false, got {onsite_prior!r}")
         for key, v in [("lmax", lmax), ("sh_lmax", sh_lmax)]:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"{name}: {key} must be a non-negative integer, got {v!r}")
@@ -128,6 +135,7 @@ class HamGNN(Backbone):
         self.onsite = torch.nn.Sequential(ResidualBlock(feats), o3.Linear(feats, self.we.irreps))
         self.offsite = torch.nn.Sequential(ResidualBlock(feats), o3.Linear(feats, self.we.irreps))
         self.features = feats
+        self.prior = InvariantOnsitePrior(self.we, n_el) if onsite_prior else None
         exact_wigner_3j(self)
 
     def _apply(self, fn, *args, **kwargs):
@@ -155,8 +163,16 @@ class HamGNN(Backbone):
         e = i.shape[0]
         return h, omega[:e], omega[e:]
 
-    def _spinless(self, h, omega_f, omega_r) -> tuple[torch.Tensor, torch.Tensor]:
+    @torch.no_grad()
+    def prepare(self, train_graphs) -> None:
+        """Fit the on-site prior (onsite_prior: true) on the labelled training blocks; else nothing."""
+        if self.prior is not None:
+            self.prior.fit(train_graphs, self.z_index, f"{type(self).model_name} onsite prior")
+
+    def _spinless(self, batch, h, omega_f, omega_r) -> tuple[torch.Tensor, torch.Tensor]:
         node = _sym(self.we.to_blocks(self.onsite(h)))
+        if self.prior is not None:
+            node = node + self.prior(self.z_index[batch.z], node.dtype)
         off = self.we.to_blocks(self.offsite(torch.cat([omega_f, omega_r])))
         e = omega_f.shape[0]
         edge = 0.5 * (off[:e] + off[e:].transpose(-1, -2))  # eq. 23 with the reverse edge's raw block
@@ -164,7 +180,7 @@ class HamGNN(Backbone):
 
     def forward(self, batch) -> Prediction:
         h, omega_f, omega_r = self._encode(batch)
-        return Prediction(*self._spinless(h, omega_f, omega_r))
+        return Prediction(*self._spinless(batch, h, omega_f, omega_r))
 
     # -- the paper's loss --------------------------------------------------------------------------------
     def loss_terms(self, pred: Prediction, batch) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -202,7 +218,7 @@ class HamGNNSOC(HamGNN):
     def __init__(self, info: DatasetInfo, *, num_features: int = 4, lmax: int = 4, sh_lmax: int = 4,
                  num_layers: int = 2, num_radial: int = 8, radial_hidden: int = 16, radial_layers: int = 2,
                  cutoff: float | None = None, code_compat: bool = False, num_types: int | None = None,
-                 l1_loss: bool = False, soc_head: str = "so3"):
+                 l1_loss: bool = False, onsite_prior: bool = False, soc_head: str = "so3"):
         if soc_head not in ("so3", "su2"):
             raise ConfigError(f"hamgnn-soc: soc_head must be 'so3' (xi o L, eqs. 14-15) or 'su2' (irreps of "
                               f"(l_i x 1/2) x (l_j x 1/2)), got {soc_head!r}")
@@ -214,7 +230,8 @@ class HamGNNSOC(HamGNN):
                               f"use lmax >= {need}")
         super().__init__(info, num_features=num_features, lmax=lmax, sh_lmax=sh_lmax, num_layers=num_layers,
                          num_radial=num_radial, radial_hidden=radial_hidden, radial_layers=radial_layers,
-                         cutoff=cutoff, code_compat=code_compat, num_types=num_types, l1_loss=l1_loss)
+                         cutoff=cutoff, code_compat=code_compat, num_types=num_types, l1_loss=l1_loss,
+                         onsite_prior=onsite_prior)
         self.soc_head = soc_head
         if soc_head == "su2":
             self.spin = SpinCoupling(info.layout)
@@ -262,7 +279,7 @@ class HamGNNSOC(HamGNN):
 
     def forward(self, batch) -> Prediction:
         h, omega_f, omega_r = self._encode(batch)
-        node0, edge0 = self._spinless(h, omega_f, omega_r)
+        node0, edge0 = self._spinless(batch, h, omega_f, omega_r)
         if self.soc_head == "su2":
             cdt = complex_dtype(node0.dtype)
             s_on, s_off = self._su2(h, omega_f, omega_r)

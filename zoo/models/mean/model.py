@@ -11,6 +11,10 @@ map is orthonormal, c_Z is the least-squares best prediction of the on-site bloc
 among all rotation-invariant, environment-free ones. Off-site blocks are zero, so the edge MAE of
 this model is the mean |H_ij| of the test set: the error of predicting nothing.
 
+On spinful data (docs/adr/0006) the blocks averaged are the spin-independent parts Re (uu + dd) / 2 and
+the prediction is kron(I2, WE^-1(c_Z)): no spin-orbit term, hermitian, SU(2)-covariant and time-reversal
+even (`zoo.models.mean.invariant`, the fit shared with learned backbones' on-site priors).
+
 The means are `nn.Parameter`s that `prepare(train_graphs)` fills (the contract-v2 hook, called
 once before training). The harness may then train them like any model; under the MSE loss the
 fitted means are already the optimum, so training is a no-op refinement (its presets train for
@@ -25,10 +29,11 @@ import torch
 
 from zoo.data.graph import species_index
 from zoo.data.torch_data import DatasetInfo
-from zoo.errors import ModelError
 from zoo.models.contract import Backbone, Prediction
+from zoo.models.mean.invariant import fit_invariant_means, invariant_blocks, scalar_slots, symmetric_means
 from zoo.models.registry import register_model
 from zoo.physics.coupling import WignerEckart
+from zoo.physics.spin import complex_dtype, spin_identity
 
 
 @register_model("mean")
@@ -37,74 +42,40 @@ class MeanOnsite(Backbone):
 
     message_passing_layers = 0
     # on-site blocks are sums of c * identity over same-l shell pairs with c_ab = c_ba by construction
-    # (see _symmetric), and zero off-site blocks are trivially hermitian
+    # (see symmetric_means), and zero off-site blocks are trivially hermitian
     hermitian = True
     #: off-site blocks are identically zero by design (a contract test's "edges are non-trivial" check
     #: does not apply to this baseline)
     zero_offsite = True
+    #: no spin dependence: real blocks on spinless data, kron(I2, .) on spinful data (the instance's
+    #: `spinful` follows the dataset)
+    spin_independent = True
 
     def __init__(self, info: DatasetInfo):
         super().__init__(info)
-        if info.spinful:
-            raise ModelError("mean: spinful datasets are not supported (this baseline is spinless)")
+        self.spinful = bool(info.spinful)
         self.we = WignerEckart(info.layout)
         elements = list(info.elements)
         self.register_buffer("z_index", torch.as_tensor(species_index(elements)), persistent=False)
-        # coefficient offsets of the L = 0 irreps (each one number) in the coupled vector
-        scalar, offset = [], 0
-        for _, ir in self.we.irreps:
-            if ir.l == 0:
-                scalar.append(offset)
-            offset += ir.dim
-        self.register_buffer("scalar_idx", torch.tensor(scalar, dtype=torch.long), persistent=False)
-        # the scalar of slot pair (a, b) and that of its transpose partner (b, a) must carry the same mean
-        pair_of = {k: ab for ab, sl in self.we.pair_slices.items() for k in range(sl.start, sl.stop)}
-        partner = []
-        for k in scalar:
-            a, b = pair_of[k]
-            partner.append(scalar.index(self.we.pair_slices[(b, a)].start + (k - self.we.pair_slices[(a, b)].start)))
-        self.register_buffer("partner", torch.tensor(partner, dtype=torch.long), persistent=False)
+        scalar, partner = scalar_slots(self.we)
+        self.register_buffer("scalar_idx", scalar, persistent=False)
+        self.register_buffer("partner", partner, persistent=False)
         self.means = torch.nn.Parameter(torch.zeros(len(elements), len(scalar)))
         #: labelled training atoms per element that `prepare` averaged over (0: element unseen, mean 0)
         self.register_buffer("n_fitted", torch.zeros(len(elements), dtype=torch.long))
 
-    def _symmetric(self) -> torch.Tensor:
-        # c_ab and c_ba are the same number for a symmetric block; averaging keeps the output hermitian
-        # whatever the parameters (the contract test perturbs them at random)
-        return 0.5 * (self.means + self.means[:, self.partner])
-
     @torch.no_grad()
     def prepare(self, train_graphs: Iterable) -> None:
         """Set the means from the labelled on-site blocks of the training graphs (virtual halo atoms skipped)."""
-        ne, ns = self.means.shape
-        dev = self.means.device  # graphs arrive on the CPU; the coupling matrix lives with the model
-        total = torch.zeros(ne, ns, dtype=torch.float64, device=dev)
-        count = torch.zeros(ne, dtype=torch.float64, device=dev)
-        seen = False
-        for g in train_graphs:
-            seen = True
-            keep = g.node_label_mask.to(dev) if hasattr(g, "node_label_mask") else \
-                torch.ones(g.num_nodes, dtype=torch.bool, device=dev)
-            y = g.y_node.detach().to(device=dev, dtype=torch.float64)[keep]
-            zi = self.z_index[g.z.to(dev)[keep]]
-            if (zi < 0).any():
-                raise ModelError(f"mean.prepare: graph {getattr(g, 'name', '?')!r} holds an element outside "
-                                 f"the dataset's layout {list(self.info.elements)}")
-            c = self.we.to_coupled(y)[:, self.scalar_idx]
-            total.index_add_(0, zi, c)
-            count.index_add_(0, zi, torch.ones_like(zi, dtype=torch.float64))
-        if not seen:
-            raise ModelError("mean.prepare: no training graphs")
-        mean = total / count.clamp(min=1.0)[:, None]
+        mean, count = fit_invariant_means(train_graphs, self.we, self.scalar_idx, self.z_index, "mean.prepare")
         self.means.copy_(mean.to(self.means.dtype))
-        self.n_fitted.copy_(count.long())
+        self.n_fitted.copy_(count)
 
     def forward(self, batch) -> Prediction:
-        zi = self.z_index[batch.z]
-        c = self._symmetric()[zi]
-        coupled = c.new_zeros(c.shape[0], self.we.irreps.dim)
-        coupled[:, self.scalar_idx] = c
-        node = self.we.to_blocks(coupled)
+        c = symmetric_means(self.means, self.partner)[self.z_index[batch.z]]
+        node = invariant_blocks(self.we, self.scalar_idx, c)
+        if self.spinful:
+            node = spin_identity(node.to(complex_dtype(node.dtype)))
         n = node.shape[-1]
         edge = node.new_zeros(batch.edge_index.shape[1], n, n)
         return Prediction(node, edge)
