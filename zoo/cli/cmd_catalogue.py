@@ -9,7 +9,10 @@ def add_data_parsers(dsub) -> None:
     b = dsub.add_parser("build", help="compute a catalogue dataset with a real electronic-structure code")
     b.add_argument("name", help="catalogue name, e.g. a-hfo2, md17-h2o (see `zoo data list`)")
     b.add_argument("--size", choices=["small", "medium", "paper"], default=None, help="default: small")
-    b.add_argument("--engine", default=None, help="override the entry's engine (tblite, pyscf, cp2k)")
+    b.add_argument("--engine", default=None,
+                   help="build with another engine (tblite, pyscf, cp2k), by the entry's recipe for it (a-hfo2, "
+                        "a-hfox, a-ptge, a-gst with cp2k: the seed's level of theory, per-image blocks); stored "
+                        "beside the default build as NAME+ENGINE")
     b.add_argument("--jobs", type=int, default=1, help="structures computed in parallel (processes)")
     b.add_argument("--cache", default=None, help="cache directory (default: $ZOO_CACHE or ~/.cache/zoo/datasets)")
     b.add_argument("--overwrite", action="store_true", help="rebuild even if the dataset exists")
@@ -52,14 +55,14 @@ def run_stats(args) -> int:
     import json
 
     from zoo.cli.cmd_data import resolve_dataset_path
-    from zoo.data.catalogue import CATALOGUE, structure_stats
+    from zoo.data.catalogue import CATALOGUE, split_variant, structure_stats
     from zoo.data.format import Dataset
     from zoo.errors import ZooError
 
     path = resolve_dataset_path(args.name, args.cache)
     bond_cut = args.bond_cut
     if bond_cut is None:
-        entry = CATALOGUE.get(args.name.split("@")[0].replace("+unfolded", ""))
+        entry = CATALOGUE.get(split_variant(args.name)[0].split("@")[0])
         bond_cut = entry.bond_cut if entry and entry.bond_cut else (3.0 if entry is None or entry.periodic else 1.6)
     ds = Dataset.open(path)
     out = {}

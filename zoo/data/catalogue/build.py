@@ -6,8 +6,15 @@
 Each build writes into a staging directory, one structure file at a time (atomic), so an
 interrupted or failed build keeps its finished structures and a re-run continues where it
 stopped. The structures are computed in worker processes (zoo.data.catalogue.pool); the card
-then gathers what was measured on them: engine metadata, truncation, structure statistics and the
+then gathers what was measured on them: engine metadata (per structure, with the lowest
+eigenvalue of S(Gamma) assembled from the stored blocks), truncation, engine cost (SCF steps,
+wall and CPU time, peak memory where the engine reports them), structure statistics and the
 spectrum mode (zoo.data.catalogue.spectrum).
+
+A build with another engine (`engine="cp2k"`, or the name "a-hfo2+cp2k") uses the entry's
+recipe for it (`Entry.engine_recipe`: options, cutoffs) and lands beside the default build
+(zoo.data.catalogue.paths); per-image engines (CP2K `images: true`) store image_convention
+"explicit".
 """
 
 from __future__ import annotations
@@ -21,8 +28,8 @@ from typing import Callable
 import numpy as np
 
 from zoo.data.catalogue.contamination import IMAGE_CONTAMINATION
-from zoo.data.catalogue.entries import Entry, parse_name
-from zoo.data.catalogue.paths import card_name, dataset_path, is_built
+from zoo.data.catalogue.entries import Entry, parse_name, split_variant
+from zoo.data.catalogue.paths import card_name, dataset_path, engine_tag, is_built
 from zoo.data.catalogue.pool import WorkerPool, openblas_loaded, worker_env
 from zoo.data.catalogue.recipes import Job
 from zoo.data.catalogue.spectrum import SPECTRUM_KEY, lowest_s_eigenvalue, spectrum_summary
@@ -39,6 +46,8 @@ def build(name: str, size: str | None = None, cache: str | os.PathLike | None = 
     `unfold=True` (periodic entries): explicit per-image blocks from one run on a supercell whose
     widths reach cutoff + unfold_margin (zoo.data.engines.base.unfolded_record), stored beside
     the folded build as <name>/<size>-unfolded, card name "<name>+unfolded[@size]".
+    `engine` other than the entry's (or named in `name`, "a-hfo2+cp2k"): the entry's recipe for that
+    engine, stored as <name>/<size>-<engine>, card name "<name>+<engine>[@size]".
 
     One builder per dataset directory: a second process (e.g. two `zoo bench` runs started
     together on an unbuilt dataset) waits on a file lock, then finds the finished dataset."""
@@ -46,8 +55,12 @@ def build(name: str, size: str | None = None, cache: str | os.PathLike | None = 
 
     from filelock import FileLock, Timeout
 
-    entry, size = parse_name(name, size)
-    dest = dataset_path(entry.name, size, cache, unfolded=unfold and entry.periodic)
+    base, named_engine, named_unfold = split_variant(name)
+    if engine and named_engine and engine.lower() != named_engine:
+        raise ZooError(f"dataset {name!r} names engine {named_engine!r}, but engine {engine!r} was asked for")
+    engine, unfold = engine or named_engine, unfold or named_unfold
+    entry, size = parse_name(base, size)
+    dest = dataset_path(entry.name, size, cache, unfolded=unfold and entry.periodic, engine=engine)
     dest.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(dest.parent / f".{dest.name}.lock"))
     try:
@@ -57,7 +70,7 @@ def build(name: str, size: str | None = None, cache: str | os.PathLike | None = 
             print(f"{entry.name}: another process is building {dest}; waiting for it", file=sys.stderr)
         lock.acquire()
     try:
-        return _build_locked(name, size, cache, jobs, engine, progress, overwrite, unfold, unfold_margin)
+        return _build_locked(entry, size, cache, jobs, engine, progress, overwrite, unfold, unfold_margin)
     finally:
         lock.release()
 
@@ -70,29 +83,36 @@ def ensure_built(name: str, size: str | None = None, cache: str | os.PathLike | 
     return build(name, size, cache=cache, jobs=jobs, progress=progress)
 
 
-def _build_locked(name: str, size: str | None, cache, jobs: int, engine: str | None, progress: bool, overwrite: bool,
+def _build_locked(entry: Entry, size: str, cache, jobs: int, engine: str | None, progress: bool, overwrite: bool,
                   unfold: bool, unfold_margin: float) -> Path:
     from zoo.data.engines import get_engine
 
-    entry, size = parse_name(name, size)
-    engine_name = engine or entry.engine
-    eng = get_engine(engine_name, **entry.engine_options)  # EngineError now if it is missing
-    spec = entry.sizes[size]
+    engine_name, options, cutoffs = entry.engine_recipe(engine)
+    per_image = entry.periodic and bool(options.get("images"))
+    if unfold and per_image:
+        raise ZooError(f"{entry.name}: its {engine_name} recipe stores per-image blocks already; --unfold is for "
+                       f"Gamma-point builds")
     unfold = unfold and entry.periodic
-    dest = dataset_path(entry.name, size, cache, unfolded=unfold)
+    tag = engine_tag(entry.engine, engine_name)
+    dest = dataset_path(entry.name, size, cache, unfolded=unfold, engine=tag)
     if (dest / CARD_NAME).is_file() and not overwrite:
         return dest
+    eng = get_engine(engine_name, **options)  # EngineError now if it is missing
+    cutoff = cutoffs[size]
     t0 = time.time()
     plan = entry.plan(entry, size, entry.seed)
     lot = {**eng.level_of_theory(), **{k: v for k, v in entry.card_extra.items() if k != "structures"}}
-    writer = DatasetWriter(dest, card_name(entry.name, size, unfold), eng.basis(), spec.cutoff, lot,
-                           image_convention="gamma-folded" if entry.periodic and not unfold else "explicit",
+    folded = entry.periodic and not (unfold or per_image)
+    writer = DatasetWriter(dest, card_name(entry.name, size, unfold, tag), eng.basis(), cutoff, lot,
+                           image_convention="gamma-folded" if folded else "explicit",
                            resume=True, keep_on_error=True, overwrite=overwrite)
     with writer:
-        todo = {n: (engine_name, entry.engine_options, make, spec.cutoff, n, unfold_margin if unfold else None)
+        todo = {n: (engine_name, options, make, cutoff, n, unfold_margin if unfold else None)
                 for n, _, make in plan if not writer.has(n)}
         _compute_missing(writer, todo, len(plan), jobs, engine_name, progress)
         writer.provenance = _provenance(entry, size, plan, writer.staging, eng.basis(), jobs, t0)
+        if tag:
+            writer.provenance["engine_recipe"] = entry.engines[tag].note if tag in entry.engines else "engine defaults"
         contamination = IMAGE_CONTAMINATION.get((entry.name, size))
         if contamination and engine_name == "tblite" and not unfold:
             writer.provenance["image_contamination"] = contamination
@@ -167,10 +187,12 @@ def _provenance(entry: Entry, size: str, plan: list[Job], staging: Path, basis: 
     lowest: list[float | None] = []
     for n, _, _ in plan:
         rec = read_record(staging / "structures" / f"{n}.h5", basis)
-        per_structure[n] = rec.meta
         if entry.bond_cut:
             stats[n] = structure_stats(rec.structure, entry.bond_cut)
         lowest.append(lowest_s_eigenvalue(rec))
+        if lowest[-1] is not None and np.isfinite(lowest[-1]):
+            rec.meta["s_min_eig_gamma"] = float(f"{lowest[-1]:.6g}")  # of S(Gamma) from the stored blocks
+        per_structure[n] = rec.meta
     walls = [m.get("wall_s", 0.0) + m.get("structure_wall_s", 0.0) for m in per_structure.values()]
     prov = {
         "catalogue_entry": entry.name, "size": size, "size_note": spec.note, "generation_seed": entry.seed,
@@ -181,6 +203,9 @@ def _provenance(entry: Entry, size: str, plan: list[Job], staging: Path, basis: 
         "truncation": summarize_truncation(per_structure),
         "per_structure": per_structure,
     }
+    cost = summarize_engine_cost(per_structure)
+    if cost:
+        prov["engine_cost"] = cost
     if stats:
         prov["structure_stats"] = stats
     prov[SPECTRUM_KEY] = spectrum_summary(lowest)
@@ -195,11 +220,30 @@ def structure_stats(structure: Structure, bond_cut: float) -> dict:
     return coordination_stats(structure.to_ase(), bond_cut)
 
 
-def summarize_truncation(per: dict[str, dict]) -> dict:
-    """Worst value over the structures of what the cutoff dropped (engine metadata per structure)."""
+def _extremes(per: dict[str, dict], keys: dict[str, str]) -> dict:
+    """{"<how>_<key>": max or min over the structures} for the per-structure meta keys present."""
     out = {}
-    for key in ("dropped_max_abs_h", "dropped_max_abs_s", "dropped_frac_frobenius_h"):
+    for key, how in keys.items():
         vals = [m[key] for m in per.values() if key in m]
         if vals:
-            out[f"max_{key}"] = float(max(vals))
+            out[f"{how}_{key}"] = float(max(vals) if how == "max" else min(vals))
+    return out
+
+
+def summarize_truncation(per: dict[str, dict]) -> dict:
+    """Worst value over the structures of what the cutoff dropped (engine metadata per structure;
+    per-image CP2K builds add the kept fraction of ||H||_F and the reach of CP2K's pair lists)."""
+    return _extremes(per, {"dropped_max_abs_h": "max", "dropped_max_abs_s": "max", "dropped_frac_frobenius_h": "max",
+                           "kept_frac_frobenius_h": "min", "cp2k_longest_pair_A": "max",
+                           "edges_without_cp2k_block": "max"})
+
+
+def summarize_engine_cost(per: dict[str, dict]) -> dict:
+    """What the engine runs cost, over the structures (keys the engine reports: CP2K's SCF steps,
+    wall and CPU seconds, peak resident memory of its process)."""
+    out = _extremes(per, {"scf_steps": "max", "cp2k_wall_s": "max", "cp2k_cpu_s": "max", "cp2k_peak_rss_mib": "max"})
+    for key in ("cp2k_wall_s", "cp2k_cpu_s"):
+        vals = [m[key] for m in per.values() if key in m]
+        if vals:
+            out[f"sum_{key}"] = round(float(sum(vals)), 1)
     return out

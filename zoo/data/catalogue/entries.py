@@ -101,7 +101,8 @@ _SOC_MEDIUM = ("HI", "HBr", "IBr", "H2Se", "H2Te", "BiH3", "CH3I", "PbSe", "PbTe
 CATALOGUE: dict[str, Entry] = {e.name: e for e in [
     Entry("a-hfo2", "amorphous HfO2 at 9.7 g/cm^3, three independent melt-quenched cells (train / val / test), "
           "elongated x = 2y = 2z", "tblite", _HFO2_SIZES, plan_a_hfo2,
-          card_extra={"structures": _AMORPHOUS_NOTE}, bond_cut=2.6, engines={"cp2k": seed_cp2k("szv-molopt-sr", 8.0)}),
+          card_extra={"structures": _AMORPHOUS_NOTE}, bond_cut=2.6,
+          engines={"cp2k": seed_cp2k("szv-molopt-sr", 8.0)}),
     Entry("a-hfox", "amorphous HfO2-x: each a-hfo2 cell with 5 / 10 / 15 % of the O atoms removed (vacancies as removed "
           "atoms with every engine: tblite has no ghost atoms, and dataset schema v1 has no Z=0 sites for CP2K's "
           "GHOST kinds), relaxed again", "tblite",

@@ -18,15 +18,18 @@ def catalogue_table(cache: str | os.PathLike | None = None) -> list[dict]:
     never builds."""
     rows = []
     for entry in CATALOGUE.values():
+        # the default build, its unfolded variant, and builds with the entry's other engine recipes
+        variants = [(None, False), (None, True), *((engine, False) for engine in entry.engines)]
         for size, spec in entry.sizes.items():
-            for unfolded in (False, True):
-                path = dataset_path(entry.name, size, cache, unfolded=unfolded)
+            for engine, unfolded in variants:
+                path = dataset_path(entry.name, size, cache, unfolded=unfolded, engine=engine)
                 built = (path / CARD_NAME).is_file()
-                if unfolded and not built:
-                    continue  # unfolded variants are listed once built
-                row = {"name": card_name(entry.name, size, unfolded), "size": size, "engine": entry.engine,
-                       "cutoff_A": spec.cutoff, "cells": spec.note or "", "built": "yes" if built else "no", "disk": "",
-                       "spectrum": "not built", "S_min_eig": ""}
+                if (unfolded or engine) and not built:
+                    continue  # variants are listed once built
+                engine_name, _, cutoffs = entry.engine_recipe(engine)
+                row = {"name": card_name(entry.name, size, unfolded, engine), "size": size, "engine": engine_name,
+                       "cutoff_A": cutoffs[size], "cells": spec.note or "", "built": "yes" if built else "no",
+                       "disk": "", "spectrum": "not built", "S_min_eig": ""}
                 if built:
                     nbytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
                     row["disk"] = f"{nbytes / 2**20:.1f} MiB"

@@ -79,8 +79,10 @@ def read_structure(path: Path, cell: Any = None, pbc: Any = None) -> Structure:
     return structure_io.check_structure(st, path) if changed else st
 
 
-def read_triplets(path: Path, n_orb: int, index_base: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row, col, value) 0-based; the stored triangle mirrored; every fault names the file."""
+def read_triplets(path: Path, n_orb: int, index_base: int = 1,
+                  mirror: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, col, value) 0-based; a stored triangle mirrored (`mirror=False` for CP2K's per-image
+    files M_R, which are not symmetric one by one); every fault names the file."""
     if not path.is_file():
         raise DataError("missing matrix file", path)
     try:
@@ -108,7 +110,7 @@ def read_triplets(path: Path, n_orb: int, index_base: int = 1) -> tuple[np.ndarr
     key = r * n_orb + c
     if np.unique(key).size != key.size:
         raise DataError("an entry (row, col) appears twice", path)
-    if not (np.any(r < c) and np.any(r > c)):  # one triangle stored: mirror it
+    if mirror and not (np.any(r < c) and np.any(r > c)):  # one triangle stored: mirror it
         o = r != c
         r, c, v = np.concatenate([r, c[o]]), np.concatenate([c, r[o]]), np.concatenate([v, v[o]])
     return r, c, v
