@@ -79,6 +79,74 @@ def _uvu(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, allowed: o3.Irreps) -> tupl
     return sorted_mid, instr
 
 
+class Linear(o3.Linear):
+    """`o3.Linear` (same instructions, path weights, parameters and state_dict keys) evaluated per irrep
+    through one `torch.split` of the input.
+
+    e3nn's generated code narrows its input once per irrep, and the backward of every narrow fills a
+    zero tensor the size of the whole input: on the pair block's [2E, 6000] product output that was ten
+    fills of 400 MB per training step. Split pieces go back through one concatenation. Internal shared
+    weights and no biases only (what this model builds).
+    """
+
+    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps):
+        super().__init__(irreps_in, irreps_out, biases=False)
+        if not (self.internal_weights and self.shared_weights) or self.bias_numel:
+            raise ValueError("hamgnn Linear: internal shared weights without biases only")
+        self.in_dims = [mul * ir.dim for mul, ir in self.irreps_in]
+        # (i_in, i_out, flat weight offset, path shape, path weight) of every non-empty instruction
+        plan, flat = [], 0
+        for ins in self.instructions:
+            n = ins.path_shape[0] * ins.path_shape[1]
+            if n:
+                plan.append((ins.i_in, ins.i_out, flat, ins.path_shape, float(ins.path_weight)))
+            flat += n
+        self.plan = plan
+
+    def forward(self, features: torch.Tensor, weight: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        if weight is not None or bias is not None:
+            raise ValueError("hamgnn Linear: uses its internal weights")
+        lead = features.shape[:-1]
+        x = features.reshape(-1, self.irreps_in.dim)
+        b = x.shape[0]
+        xs = x.split(self.in_dims, dim=-1)
+        per_out: list[list[torch.Tensor]] = [[] for _ in self.irreps_out]
+        for i_in, i_out, flat, shape, alpha in self.plan:
+            d = self.irreps_in[i_in].ir.dim
+            w = self.weight.narrow(0, flat, shape[0] * shape[1]).reshape(shape) * alpha
+            y = torch.einsum("zui,uw->zwi", xs[i_in].reshape(b, shape[0], d), w)
+            per_out[i_out].append(y.reshape(b, shape[1] * d))
+        outs = [sum(ys[1:], ys[0]) if ys else x.new_zeros(b, mul_ir.dim)
+                for ys, mul_ir in zip(per_out, self.irreps_out) if mul_ir.mul > 0]
+        out = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
+        return out.reshape(*lead, self.irreps_out.dim)
+
+
+class NormActivation(enn.NormActivation):
+    """`e3nn.nn.NormActivation` (normalised, epsilon, no bias) evaluated per irrep through one `torch.split`.
+
+    Same function: x_u -> f(|x_u|) x_u / |x_u| with |x_u|^2 floored at epsilon^2, per channel u of every
+    irrep; e3nn's Norm and elementwise products narrow the input per irrep (a zero fill of the whole
+    input in each narrow's backward). The module and its (empty) state are e3nn's.
+    """
+
+    def __init__(self, irreps: o3.Irreps, scalar_nonlinearity, epsilon: float):
+        super().__init__(irreps, scalar_nonlinearity, normalize=True, epsilon=epsilon, bias=False)
+        self.in_dims = [mul * ir.dim for mul, ir in self.irreps_in]
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        lead = features.shape[:-1]
+        x = features.reshape(-1, self.irreps_in.dim)
+        b = x.shape[0]
+        outs = []
+        for xi, (mul, ir) in zip(x.split(self.in_dims, dim=-1), self.irreps_in):
+            xi = xi.reshape(b, mul, ir.dim)
+            norms = xi.pow(2).sum(-1).clamp(min=self._eps_squared).sqrt()
+            outs.append((xi * (self.scalar_nonlinearity(norms) / norms)[..., None]).reshape(b, mul * ir.dim))
+        return torch.cat(outs, dim=-1).reshape(*lead, self.irreps_in.dim)
+
+
 class WeightedProduct(torch.nn.Module):
     """x (x)_uvu Y(r) with per-edge path weights from an MLP of the radial basis (nequip's convolution core).
 
@@ -107,20 +175,22 @@ class WeightedProduct(torch.nn.Module):
         self.tps = torch.nn.ModuleList(tps)
         self.weight_numels = [tp.weight_numel for tp in tps]
         self.fc = enn.FullyConnectedNet([n_radial] + [radial_hidden] * radial_layers + [sum(self.weight_numels)], ssp)
-        # gather the outputs sorted by irrep and merged (simplified), so the next o3.Linear slices its input
-        # once per irrep type rather than once per path (the same zero-fill cost in its backward)
+        # the outputs sorted by irrep and merged (simplified), so the next Linear sees one block per irrep
+        # type: every product's output is split into its irreps (views) and the pieces are concatenated in
+        # sorted order, one copy whose backward is views (a gather by index would scatter into a zero
+        # tensor of the whole output)
+        self.out_dims = [[mul * ir.dim for mul, ir in tp.irreps_out] for tp in tps]
         irreps = o3.Irreps(out)
         sorted_irreps, _, inv = irreps.sort()
-        slices = irreps.slices()
-        order = torch.cat([torch.arange(slices[k].start, slices[k].stop) for k in inv])
-        self.register_buffer("order", order, persistent=False)
+        self.piece_order = [int(k) for k in inv]
         self.irreps_out = sorted_irreps.simplify()
 
     def forward(self, x: torch.Tensor, sh: torch.Tensor, rbf: torch.Tensor) -> torch.Tensor:
         xs = x.split(self.in_dims, dim=-1)
         ws = self.fc(rbf).split(self.weight_numels, dim=-1)
         outs = [self.tps[g](xs[a], sh, ws[g]) for a, g in enumerate(self.group_of_input) if g >= 0]
-        return torch.cat(outs, dim=-1).index_select(-1, self.order)
+        pieces = [p for o, dims in zip(outs, self.out_dims) for p in o.split(dims, dim=-1)]
+        return torch.cat([pieces[k] for k in self.piece_order], dim=-1)
 
 
 class OrbitalConvolution(torch.nn.Module):
@@ -135,9 +205,9 @@ class OrbitalConvolution(torch.nn.Module):
         self.gate = enn.Gate(scalars, [ssp if ir.p == 1 else torch.tanh for _, ir in scalars],
                              gates, [ssp] * len(gates), gated)
         pre = self.gate.irreps_in  # what the convolution must produce before the gate
-        self.linear_1 = o3.Linear(irreps_in, irreps_in)
+        self.linear_1 = Linear(irreps_in, irreps_in)
         self.product = WeightedProduct(irreps_in, irreps_sh, pre, n_radial, radial_hidden, radial_layers)
-        self.linear_2 = o3.Linear(self.product.irreps_out, pre)
+        self.linear_2 = Linear(self.product.irreps_out, pre)
         self.self_connection = o3.FullyConnectedTensorProduct(irreps_in, o3.Irreps(f"{n_types}x0e"), pre)
         self.residual = o3.Irreps(irreps_in) == o3.Irreps(self.gate.irreps_out)
         self.irreps_out = self.gate.irreps_out
@@ -157,10 +227,10 @@ class PairInteraction(torch.nn.Module):
     def __init__(self, features: o3.Irreps, irreps_sh: o3.Irreps, n_radial: int, radial_hidden: int,
                  radial_layers: int):
         super().__init__()
-        self.linear_i = o3.Linear(features, features)
-        self.linear_j = o3.Linear(features, features)
+        self.linear_i = Linear(features, features)
+        self.linear_j = Linear(features, features)
         self.product = WeightedProduct(features, irreps_sh, features, n_radial, radial_hidden, radial_layers)
-        self.linear_out = o3.Linear(self.product.irreps_out, features)
+        self.linear_out = Linear(self.product.irreps_out, features)
 
     def forward(self, x: torch.Tensor, sh: torch.Tensor, rbf: torch.Tensor, i: torch.Tensor,
                 j: torch.Tensor) -> torch.Tensor:
@@ -173,10 +243,10 @@ class ResidualBlock(torch.nn.Module):
 
     def __init__(self, irreps: o3.Irreps):
         super().__init__()
-        self.linear_1 = o3.Linear(irreps, irreps)
+        self.linear_1 = Linear(irreps, irreps)
         # epsilon keeps the norm's gradient finite where a feature vanishes (e.g. unfed parities)
-        self.act = enn.NormActivation(irreps, ssp, normalize=True, epsilon=1e-8, bias=False)
-        self.linear_2 = o3.Linear(irreps, irreps)
+        self.act = NormActivation(irreps, ssp, epsilon=1e-8)
+        self.linear_2 = Linear(irreps, irreps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.linear_2(self.act(self.linear_1(x)))

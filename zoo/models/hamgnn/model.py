@@ -44,7 +44,7 @@ from zoo.data.graph import species_index
 from zoo.data.torch_data import DatasetInfo, block_masks, edge_vectors
 from zoo.errors import ConfigError
 from zoo.models.contract import Backbone, Prediction
-from zoo.models.hamgnn.layers import (OrbitalConvolution, PairInteraction, ResidualBlock, exact_wigner_3j,
+from zoo.models.hamgnn.layers import (Linear, OrbitalConvolution, PairInteraction, ResidualBlock, exact_wigner_3j,
                                       feature_irreps, radial_embedding)
 from zoo.models.hamgnn.su2 import SpinCoupling, pauli_expand
 from zoo.models.mean.invariant import InvariantOnsitePrior
@@ -123,17 +123,17 @@ class HamGNN(Backbone):
         feats = feature_irreps(num_features, lmax)
         self.irreps_sh = o3.Irreps.spherical_harmonics(sh_lmax, p=-1)
         self.sh_ls = list(range(sh_lmax + 1))
-        self.embedding = o3.Linear(o3.Irreps(f"{n_types}x0e"), o3.Irreps(f"{num_features}x0e"))
+        self.embedding = Linear(o3.Irreps(f"{n_types}x0e"), o3.Irreps(f"{num_features}x0e"))
         layers, irreps = [], self.embedding.irreps_out
         for _ in range(num_layers):
             conv = OrbitalConvolution(irreps, feats, self.irreps_sh, n_types, num_radial, radial_hidden, radial_layers)
             layers.append(conv)
             irreps = conv.irreps_out
         self.convolutions = torch.nn.ModuleList(layers)
-        self.to_output = o3.Linear(irreps, feats)
+        self.to_output = Linear(irreps, feats)
         self.pair = PairInteraction(feats, self.irreps_sh, num_radial, radial_hidden, radial_layers)
-        self.onsite = torch.nn.Sequential(ResidualBlock(feats), o3.Linear(feats, self.we.irreps))
-        self.offsite = torch.nn.Sequential(ResidualBlock(feats), o3.Linear(feats, self.we.irreps))
+        self.onsite = torch.nn.Sequential(ResidualBlock(feats), Linear(feats, self.we.irreps))
+        self.offsite = torch.nn.Sequential(ResidualBlock(feats), Linear(feats, self.we.irreps))
         self.features = feats
         self.prior = InvariantOnsitePrior(self.we, n_el) if onsite_prior else None
         exact_wigner_3j(self)
@@ -146,7 +146,7 @@ class HamGNN(Backbone):
 
     # -- the spinless network --------------------------------------------------------------------------
     def _encode(self, batch):
-        """Node features h [N, F], forward and reverse pair features omega_ij, omega_ji [E, F]."""
+        """Node features h [N, F] and pair features [2E, F]: omega_ij (rows :E), then omega_ji (rows E:)."""
         i, j = batch.edge_index
         vec = edge_vectors(batch)
         rbf = radial_embedding(vec.norm(dim=-1), self.cutoff, self.num_radial, self.code_compat)
@@ -159,9 +159,9 @@ class HamGNN(Backbone):
             x = conv(x, onehot, sh, rbf, i, j)
         h = self.to_output(x)
         # both directions in one call: omega_ij from (h_i, h_j, r_ij), omega_ji from (h_j, h_i, -r_ij)
+        # (kept whole: slicing it in two would cost a zero fill of [2E, F] per half in the backward)
         omega = self.pair(h, torch.cat([sh, sh_rev]), torch.cat([rbf, rbf]), torch.cat([i, j]), torch.cat([j, i]))
-        e = i.shape[0]
-        return h, omega[:e], omega[e:]
+        return h, omega
 
     @torch.no_grad()
     def prepare(self, train_graphs) -> None:
@@ -169,18 +169,17 @@ class HamGNN(Backbone):
         if self.prior is not None:
             self.prior.fit(train_graphs, self.z_index, f"{type(self).model_name} onsite prior")
 
-    def _spinless(self, batch, h, omega_f, omega_r) -> tuple[torch.Tensor, torch.Tensor]:
+    def _spinless(self, batch, h, omega) -> tuple[torch.Tensor, torch.Tensor]:
         node = _sym(self.we.to_blocks(self.onsite(h)))
         if self.prior is not None:
             node = node + self.prior(self.z_index[batch.z], node.dtype)
-        off = self.we.to_blocks(self.offsite(torch.cat([omega_f, omega_r])))
-        e = omega_f.shape[0]
-        edge = 0.5 * (off[:e] + off[e:].transpose(-1, -2))  # eq. 23 with the reverse edge's raw block
+        off_f, off_r = self.we.to_blocks(self.offsite(omega)).chunk(2)
+        edge = 0.5 * (off_f + off_r.transpose(-1, -2))  # eq. 23 with the reverse edge's raw block
         return node, edge
 
     def forward(self, batch) -> Prediction:
-        h, omega_f, omega_r = self._encode(batch)
-        return Prediction(*self._spinless(batch, h, omega_f, omega_r))
+        h, omega = self._encode(batch)
+        return Prediction(*self._spinless(batch, h, omega))
 
     # -- the paper's loss --------------------------------------------------------------------------------
     def loss_terms(self, pred: Prediction, batch) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -194,8 +193,11 @@ class HamGNN(Backbone):
         nm, em = block_masks(batch)
         nm = nm & batch.node_label_mask[:, None, None]
         em = em & batch.edge_label_mask[:, None, None]
-        err = torch.cat([(pred.node_blocks - batch.y_node)[nm].abs(), (pred.edge_blocks - batch.y_edge)[em].abs()])
-        return err.sum(), torch.as_tensor(float(err.numel()), dtype=err.dtype, device=err.device)
+        # masked sums, not boolean indexing (a host sync and a gather / scatter of every labelled entry)
+        node = torch.where(nm, (pred.node_blocks - batch.y_node).abs(), 0.0).sum()
+        edge = torch.where(em, (pred.edge_blocks - batch.y_edge).abs(), 0.0).sum()
+        total = node + edge
+        return total, (nm.sum() + em.sum()).to(total.dtype)
 
 
 @register_model("hamgnn-soc")
@@ -236,8 +238,8 @@ class HamGNNSOC(HamGNN):
         if soc_head == "su2":
             self.spin = SpinCoupling(info.layout)
             feats, out = self.features, self.spin.irreps
-            self.spin_onsite = torch.nn.Sequential(ResidualBlock(feats), o3.Linear(feats, out))
-            self.spin_offsite = torch.nn.Sequential(ResidualBlock(feats), o3.Linear(feats, out))
+            self.spin_onsite = torch.nn.Sequential(ResidualBlock(feats), Linear(feats, out))
+            self.spin_offsite = torch.nn.Sequential(ResidualBlock(feats), Linear(feats, out))
             exact_wigner_3j(self)  # the new residual blocks' 3j constants, exact in float64 too
             return
         layout = info.layout
@@ -256,8 +258,8 @@ class HamGNNSOC(HamGNN):
         index = {st: p for p, st in enumerate(pairs)}
         self.register_buffer("pair_transpose", torch.as_tensor([index[(t, s)] for s, t in pairs]), persistent=False)
         scalars = o3.Irreps(f"{num_features}x0e")
-        self.xi_onsite = torch.nn.Sequential(ResidualBlock(scalars), o3.Linear(scalars, o3.Irreps(f"{len(pairs)}x0e")))
-        self.xi_offsite = torch.nn.Sequential(ResidualBlock(scalars), o3.Linear(scalars, o3.Irreps(f"{len(pairs)}x0e")))
+        self.xi_onsite = torch.nn.Sequential(ResidualBlock(scalars), Linear(scalars, o3.Irreps(f"{len(pairs)}x0e")))
+        self.xi_offsite = torch.nn.Sequential(ResidualBlock(scalars), Linear(scalars, o3.Irreps(f"{len(pairs)}x0e")))
         self.n_scalars = num_features  # the 0e channels lead the feature irreps
 
     def _soc(self, xi: torch.Tensor) -> torch.Tensor:
@@ -268,28 +270,26 @@ class HamGNNSOC(HamGNN):
         n = m.shape[-1]
         return (0.5j * torch.einsum("ast,abij->bsitj", sig, m.to(cdt))).reshape(-1, 2 * n, 2 * n)
 
-    def _su2(self, h, omega_f, omega_r) -> tuple[torch.Tensor, torch.Tensor]:
+    def _su2(self, h, omega) -> tuple[torch.Tensor, torch.Tensor]:
         """The `su2` head's spin terms i sum_a kron(sigma_a, X_a): X_ii antisymmetric, X_ji(-R) = -X_ij(R)^T."""
         x_on = self.spin(self.spin_onsite(h))
         x_on = 0.5 * (x_on - x_on.transpose(-1, -2))
-        g = self.spin(self.spin_offsite(torch.cat([omega_f, omega_r])))
-        e = omega_f.shape[0]
-        x_off = 0.5 * (g[:e] - g[e:].transpose(-1, -2))  # eq. 23 for the antisymmetric (imaginary) part
+        g_f, g_r = self.spin(self.spin_offsite(omega)).chunk(2)
+        x_off = 0.5 * (g_f - g_r.transpose(-1, -2))  # eq. 23 for the antisymmetric (imaginary) part
         return pauli_expand(x_on), pauli_expand(x_off)
 
     def forward(self, batch) -> Prediction:
-        h, omega_f, omega_r = self._encode(batch)
-        node0, edge0 = self._spinless(batch, h, omega_f, omega_r)
+        h, omega = self._encode(batch)
+        node0, edge0 = self._spinless(batch, h, omega)
         if self.soc_head == "su2":
             cdt = complex_dtype(node0.dtype)
-            s_on, s_off = self._su2(h, omega_f, omega_r)
+            s_on, s_off = self._su2(h, omega)
             return Prediction(spin_identity(node0.to(cdt)) + s_on, spin_identity(edge0.to(cdt)) + s_off)
         k = self.n_scalars
         g_on = self.xi_onsite(h[:, :k])
         xi_on = 0.5 * (g_on + g_on[:, self.pair_transpose])  # xi_st = xi_ts: hermitian on site
-        g_off = self.xi_offsite(torch.cat([omega_f[:, :k], omega_r[:, :k]]))
-        e = omega_f.shape[0]
-        xi_off = 0.5 * (g_off[:e] + g_off[e:][:, self.pair_transpose])  # xi_ij[s,t] = xi_ji[t,s]
+        g_f, g_r = self.xi_offsite(omega[:, :k]).chunk(2)
+        xi_off = 0.5 * (g_f + g_r[:, self.pair_transpose])  # xi_ij[s,t] = xi_ji[t,s]
         cdt = complex_dtype(node0.dtype)
         return Prediction(spin_identity(node0.to(cdt)) + self._soc(xi_on),
                           spin_identity(edge0.to(cdt)) + self._soc(xi_off))
