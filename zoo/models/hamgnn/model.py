@@ -64,7 +64,8 @@ class HamGNN(Backbone):
 
     Hyper-parameters:
         num_features   N_fea, channels of every irrep 0e, 0o, ..., lmax e, lmax o (repo preset 32)
-        lmax           largest feature degree (4; at least the largest coupled L = 2 l_max of the basis)
+        lmax           largest feature degree, at least the largest coupled L = 2 l_max of the basis (4 for
+                       d shells), or 'auto': exactly that (resolved from the dataset's basis; `self.lmax`)
         sh_lmax        degree of the edge spherical harmonics (4)
         num_layers     orbital convolutions (5 in the paper); also the partition halo depth
         num_radial     Bessel functions (8)
@@ -82,7 +83,7 @@ class HamGNN(Backbone):
     spinful = False
     hermitian = True
 
-    def __init__(self, info: DatasetInfo, *, num_features: int = 4, lmax: int = 4, sh_lmax: int = 4,
+    def __init__(self, info: DatasetInfo, *, num_features: int = 4, lmax: int | str = 4, sh_lmax: int = 4,
                  num_layers: int = 2, num_radial: int = 8, radial_hidden: int = 16, radial_layers: int = 2,
                  cutoff: float | None = None, code_compat: bool = False, num_types: int | None = None,
                  l1_loss: bool = False, onsite_prior: bool = False):
@@ -100,9 +101,12 @@ class HamGNN(Backbone):
                 raise ConfigError(f"{name}: {key} must be a positive integer, got {v!r}")
         if not isinstance(onsite_prior, bool):
             raise ConfigError(f"{name}: onsite_prior must be true or false, got {onsite_prior!r}")
+        if lmax == "auto":
+            lmax = self.auto_lmax(info)
         for key, v in [("lmax", lmax), ("sh_lmax", sh_lmax)]:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ConfigError(f"{name}: {key} must be a non-negative integer, got {v!r}")
+                raise ConfigError(f"{name}: {key} must be a non-negative integer"
+                                  f"{' or auto' if key == 'lmax' else ''}, got {v!r}")
         rc = float(info.cutoff if cutoff is None else cutoff)
         if not rc > 0:
             raise ConfigError(f"{name}: cutoff must be positive, got {rc}")
@@ -112,14 +116,14 @@ class HamGNN(Backbone):
             raise ConfigError(f"{name}: num_types={n_types} is smaller than the dataset's {n_el} elements")
         self.message_passing_layers = num_layers
         self.cutoff, self.num_radial, self.code_compat, self.l1_loss = rc, num_radial, bool(code_compat), bool(l1_loss)
-        self.n_types = n_types
+        self.n_types, self.lmax = n_types, lmax
         self.register_buffer("z_index", torch.as_tensor(species_index(info.elements)), persistent=False)
 
         self.we = WignerEckart(info.layout)
         need = max(ir.l for _, ir in self.we.irreps)
         if lmax < need:
             raise ConfigError(f"{name}: lmax={lmax} cannot express the basis's coupled blocks up to L={need} "
-                              f"(dataset {info.name!r}); use lmax >= {need}")
+                              f"(dataset {info.name!r}); use lmax >= {need}, or lmax: auto")
         feats = feature_irreps(num_features, lmax)
         self.irreps_sh = o3.Irreps.spherical_harmonics(sh_lmax, p=-1)
         self.sh_ls = list(range(sh_lmax + 1))
@@ -137,6 +141,13 @@ class HamGNN(Backbone):
         self.features = feats
         self.prior = InvariantOnsitePrior(self.we, n_el) if onsite_prior else None
         exact_wigner_3j(self)
+
+    @staticmethod
+    def auto_lmax(info: DatasetInfo, soc_head: str | None = None) -> int:
+        """`lmax: auto`: the smallest lmax the basis needs, 2 l_max (coupled L of two l_max shells; 4 for d,
+        6 for f shells), + 1 for the su2 head (the spin vector couples to L = 2 l_max)."""
+        need = 2 * max(info.layout.slot_ls)
+        return need + 1 if soc_head == "su2" else need
 
     def _apply(self, fn, *args, **kwargs):
         # .double() / .to() cast e3nn's float32-built 3j constants; rebuild them exactly in the new dtype
@@ -211,13 +222,14 @@ class HamGNNSOC(HamGNN):
                    'su2' (HamGNN v2.1 / DeepH-E3 style, `su2.py`): H = kron(I2, H0) +
                    i sum_a kron(sigma_a, X_a) with X from irreps of 1e (x) l_i (x) l_j (the spin part
                    of (l_i x 1/2) x (l_j x 1/2)), on site from node and off site from pair features,
-                   each through its own residual block; no L matrices; needs lmax >= 2 l_max + 1.
+                   each through its own residual block; no L matrices; needs lmax >= 2 l_max + 1
+                   (what `lmax: auto` resolves to with this head).
     """
 
     spinful = True
     hermitian = True
 
-    def __init__(self, info: DatasetInfo, *, num_features: int = 4, lmax: int = 4, sh_lmax: int = 4,
+    def __init__(self, info: DatasetInfo, *, num_features: int = 4, lmax: int | str = 4, sh_lmax: int = 4,
                  num_layers: int = 2, num_radial: int = 8, radial_hidden: int = 16, radial_layers: int = 2,
                  cutoff: float | None = None, code_compat: bool = False, num_types: int | None = None,
                  l1_loss: bool = False, onsite_prior: bool = False, soc_head: str = "so3"):
@@ -225,11 +237,13 @@ class HamGNNSOC(HamGNN):
             raise ConfigError(f"hamgnn-soc: soc_head must be 'so3' (xi o L, eqs. 14-15) or 'su2' (irreps of "
                               f"(l_i x 1/2) x (l_j x 1/2)), got {soc_head!r}")
         # su2 couples the spin vector (1e) to orbital blocks up to L = 2 l_max: irreps up to K = 2 l_max + 1
-        need = 2 * max(info.layout.slot_ls) + 1
+        need = self.auto_lmax(info, "su2")
+        if lmax == "auto" and info.spinful:
+            lmax = self.auto_lmax(info, soc_head)
         if soc_head == "su2" and info.spinful and isinstance(lmax, int) and lmax < need:
             raise ConfigError(f"hamgnn-soc: soc_head 'su2' couples the spin vector to blocks up to L={need - 1}, "
                               f"so it needs irreps up to K={need}, but lmax={lmax} (dataset {info.name!r}); "
-                              f"use lmax >= {need}")
+                              f"use lmax >= {need}, or lmax: auto")
         super().__init__(info, num_features=num_features, lmax=lmax, sh_lmax=sh_lmax, num_layers=num_layers,
                          num_radial=num_radial, radial_hidden=radial_hidden, radial_layers=radial_layers,
                          cutoff=cutoff, code_compat=code_compat, num_types=num_types, l1_loss=l1_loss,
