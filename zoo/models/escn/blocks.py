@@ -68,7 +68,9 @@ class EdgeSO2Block(nn.Module):
         if self.m_share_rad:
             # [E, (lmax+1) 3C] -> one factor per (l, channel), repeated over m and both sectors
             rad = rad.reshape(rad.shape[0], -1, self.c_in).index_select(1, self.l_of_k)
-            msg = msg * rad[:, :, None, :]
+            rad = rad[:, :, None, :]
+            # repeated over the sectors by concatenation (a broadcast's backward is a slow strided sum)
+            msg = msg * (torch.cat([rad] * msg.shape[2], dim=2) if msg.shape[2] > 1 else rad)
             rad = None
         local = to_edge_frame(msg, wigner, self.mm)
         h, extra = self.conv1(local, rad)

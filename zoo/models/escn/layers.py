@@ -188,8 +188,13 @@ class SO2Convolution(nn.Module):
         for m, xm in enumerate(chunks):
             nl = self.lmax - m + 1
             if rad is not None:
+                xm = xm.reshape(e, -1, nl, s, self.c_in)
+                # the factor repeated over (-m, +m) and the sectors by concatenation, not broadcast: the
+                # backward of a broadcast multiply reduces over those interleaved axes (a slow strided sum)
                 r = rad[m].reshape(e, 1, nl, 1, self.c_in)
-                xm = (xm.reshape(e, -1, nl, s, self.c_in) * r)
+                r = torch.cat([r] * s, dim=3) if s > 1 else r
+                r = torch.cat([r] * xm.shape[1], dim=1) if xm.shape[1] > 1 else r
+                xm = xm * r
             xm = xm.reshape(e, -1)
             if m == 0:
                 w, b = self._m0_matrix()

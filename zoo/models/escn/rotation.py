@@ -54,6 +54,8 @@ class MMajor:
             order += [pos[(l, m)] for l in range(m, lmax + 1)]
         self.order = torch.tensor(order, dtype=torch.long)
         self.inverse = torch.argsort(self.order)
+        self.order_list: list[int] = order
+        self.inverse_list: list[int] = self.inverse.tolist()
         #: sizes of the m groups in m-major order: m=0, then (-m, +m) pairs
         self.m_sizes = [lmax + 1] + [2 * (lmax - m + 1) for m in range(1, mmax + 1)]
 
@@ -64,14 +66,20 @@ def to_edge_frame(x: torch.Tensor, wigner: list[torch.Tensor], mm: MMajor) -> to
     # split (not slicing) so that the backward pass concatenates instead of filling zeros per degree
     blocks = x.reshape(e, x.shape[1], -1).split([2 * l + 1 for l in range(len(wigner))], dim=1)
     parts = [D.transpose(1, 2)[:, mm.local_rows[l], :] @ b for l, (D, b) in enumerate(zip(wigner, blocks))]
-    local = torch.cat(parts, dim=1).index_select(1, mm.order.to(x.device))
+    # reorder to m-major by concatenating single rows (not index_select, whose backward fills a
+    # zero tensor of the whole output and scatters into it): the backward is views and one cat per l
+    rows = [r for p in parts for r in p.split(1, dim=1)]
+    local = torch.cat([rows[k] for k in mm.order_list], dim=1)
     return local.reshape(e, mm.size, *tail)
 
 
 def from_edge_frame(y: torch.Tensor, wigner: list[torch.Tensor], mm: MMajor) -> torch.Tensor:
     """Inverse of `to_edge_frame`: [E, mm.size, ...] m-major local -> [E, (L+1)^2, ...] global."""
     e, tail = y.shape[0], y.shape[2:]
-    flat = y.reshape(e, y.shape[1], -1).index_select(1, mm.inverse.to(y.device))
-    blocks = flat.split([len(r) for r in mm.local_rows], dim=1)
+    rows = y.reshape(e, y.shape[1], -1).split(1, dim=1)
+    blocks, k = [], 0
+    for r in mm.local_rows:  # the l-major rows of each degree, concatenated from m-major single rows
+        blocks.append(torch.cat([rows[j] for j in mm.inverse_list[k:k + len(r)]], dim=1))
+        k += len(r)
     out = torch.cat([D[:, :, mm.local_rows[l]] @ b for l, (D, b) in enumerate(zip(wigner, blocks))], dim=1)
     return out.reshape(e, out.shape[1], *tail)
