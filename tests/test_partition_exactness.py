@@ -197,3 +197,30 @@ def test_seed_ablation_differs(graph):
     assert covered.all()
     assert float((node - full[0]).abs().max()) > 1e-6
     assert np.isfinite(node.numpy()).all()
+
+
+@pytest.fixture(scope="module")
+def narrow_graph():
+    """Explicit-image data in a cell narrower than 2 x cutoff (CP2K's per-image blocks at 8 A in a 10.5 A
+    cell): one atom pair is joined through two images, each its own labelled edge."""
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((4, 1, 1))
+    atoms.rattle(0.05, seed=3)
+    cut = 4.0  # > 5.43 / 2: e.g. face-centred neighbours at 3.84 A meet through two images along y or z
+    basis = get_basis("szv-molopt-sr")
+    rec = toy_record(Structure.from_ase(atoms), basis, cut)
+    layout = OrbitalLayout(basis, [14])
+    data = record_to_data(rec, layout, torch.float64)
+    pairs = data.edge_index.T.tolist()
+    assert len({tuple(p) for p in pairs}) < len(pairs)  # the case under test is present
+    return data, DatasetInfo(layout, cut)
+
+
+@pytest.mark.parametrize("name", sorted({n for n, _ in _cases()}))
+def test_partitioned_equals_full_with_multi_image_pairs(name, narrow_graph):
+    data, info = narrow_graph
+    model = _model(name, None, info)
+    full = _run(model, data)
+    with pytest.raises(GraphError, match="two periodic images"):
+        partition_for_model(data, model, "slices", n_slices=2)
+    parts = partition_for_model(data, model, "slices", n_slices=2, allow_self_images=True)
+    assert _maxdiff(_partitioned(model, parts, data), full) < TOL, f"{name}: partitioned != full"

@@ -289,9 +289,12 @@ def training_graphs(ds: Dataset, split: str, layout, dtype, part: dict | None = 
         # unless halo_hops deliberately builds a shallower halo (the seed's 2-layer ablation)
         hops = part.get("halo_hops")
         hops = int(getattr(model, "message_passing_layers", 0)) if hops is None else int(hops)
+        # explicit per-image blocks (CP2K's REAL_SPACE matrices, DeepH) may join one pair through several
+        # images in a cell narrower than 2 x cutoff: each is its own labelled edge, and partitions stay exact
+        # (features belong to atoms); Gamma-folded data keeps the check (there it means a too-small cell)
         parts = partition(data, part["partitioner"], hops=hops, virtual=part.get("virtual", "one-way"),
                           flow=getattr(model, "message_flow", "source_to_target"), t_slice=part.get("t_slice"),
-                          n_parts=part.get("n_parts"))
+                          n_parts=part.get("n_parts"), allow_self_images=ds.card.image_convention == "explicit")
         for k, p in enumerate(parts):
             p.name = f"{rec.name}#{k}"
         graphs += parts
