@@ -302,3 +302,17 @@ def test_interrupted_build_stops_its_workers(sig, tmp_path):
     gone, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive
     assert not list((tmp_path / "md17-h2o").glob(".medium.partial/structures/*.tmp"))
+
+
+def test_size_in_the_name_is_honoured():
+    """'md17-h2o@medium' is the medium build even where a caller passes no size (zoo bench's default);
+    a different explicit size is an error, not a silent switch to another build."""
+    from zoo.data.catalogue.entries import parse_name
+
+    assert parse_name("md17-h2o@medium")[1] == "medium"
+    assert parse_name("md17-h2o@medium", None)[1] == "medium"
+    assert parse_name("md17-h2o", None)[1] == "small"
+    assert parse_name("md17-h2o", "medium")[1] == "medium"
+    assert parse_name("a-hfo2+cp2k@paper")[1] == "paper"
+    with pytest.raises(ZooError, match="names size 'medium' but size 'small'"):
+        parse_name("md17-h2o@medium", "small")

@@ -49,7 +49,7 @@ class BenchOptions:
     overrides: Sequence[str] = ()
     leaderboard_dir: str = "leaderboards"
     runs_dir: str = "runs"
-    size: str = "small"
+    size: str | None = None  # None: the name's @size, else small
     resume: str | None = None
     quiet: bool = False
     eig_max_orbitals: int = 6000
@@ -243,7 +243,7 @@ def hardware(device: torch.device) -> dict:
 
 # -- data ----------------------------------------------------------------------------------
 
-def resolve_dataset(name_or_path: str, size: str = "small") -> Dataset:
+def resolve_dataset(name_or_path: str, size: str | None = None) -> Dataset:
     """A dataset directory, or a catalogue name (built on first use)."""
     path = Path(name_or_path)
     if path.exists():

@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
                    help="override a preset field: a training key (lr, batch_size, ...) or a model hyper-parameter; "
                         "'train.key' / 'model.key' to be explicit; repeatable (standardize=true: target "
                         "standardization). With --resume only budgets and device may be set")
-    p.add_argument("--size", default="small", help="catalogue build size when the dataset is not built yet")
+    p.add_argument("--size", default=None, help="catalogue size (default: small, or the name's @size: md17-h2o@medium)")
     p.add_argument("--leaderboard-dir", default="leaderboards")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")

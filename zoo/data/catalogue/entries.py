@@ -187,7 +187,9 @@ def parse_name(spec: str, size: str | None = None) -> tuple[Entry, str]:
     """'a-hfo2', 'a-hfo2@paper' (or a variant, 'a-hfo2+cp2k@paper') -> (entry, size); ZooError for
     unknown names or sizes."""
     name, _, at = split_variant(spec)[0].partition("@")
-    size = size or at or "small"
+    if at and size and at != size:  # 'md17-h2o@medium' with size 'small' would silently pick the wrong build
+        raise ZooError(f"dataset {spec!r} names size {at!r} but size {size!r} was also asked for")
+    size = at or size or "small"
     if name not in CATALOGUE:
         raise ZooError(f"unknown dataset {name!r}; the catalogue has: {', '.join(sorted(CATALOGUE))}")
     if size not in CATALOGUE[name].sizes:
