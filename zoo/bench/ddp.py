@@ -69,13 +69,18 @@ def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return t
 
 
+def all_max(value: float, ctx: DistContext, device: torch.device) -> float:
+    """The largest of the ranks' values, on every rank (e.g. the budget fraction a cosine lr follows)."""
+    if not ctx.distributed:
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def any_flag(flag: bool, ctx: DistContext, device: torch.device) -> bool:
     """True on every rank if any rank says True (e.g. a time budget ran out on rank 0)."""
-    if not ctx.distributed:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return all_max(1.0 if flag else 0.0, ctx, device) > 0
 
 
 def broadcast_object(obj: Any, ctx: DistContext) -> Any:

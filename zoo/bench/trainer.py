@@ -1,6 +1,6 @@
-"""The trainer: masked or model-owned losses, Adam / AdamW / Adan, ReduceLROnPlateau with a minimum-lr stop,
-training stages, epoch / wall-time / CPU-time budgets, gradient clipping, atomic per-epoch
-checkpoints, exact resume and DDP.
+"""The trainer: masked or model-owned losses, Adam / AdamW / Adan, ReduceLROnPlateau with a minimum-lr stop
+or a cosine sized to the budget (`zoo.bench.schedule`), training stages, epoch / wall-time / CPU-time
+budgets, gradient clipping, atomic per-epoch checkpoints, exact resume and DDP.
 
 Loss of a step: (S, C) = the backbone's `loss_terms(pred, batch)` when it returns a pair, else the
 stage's masked harness loss; the objective is f(S/C) with f = `loss_outer` (model-owned) or the
@@ -35,6 +35,7 @@ from tqdm import tqdm
 from zoo.bench import ddp
 from zoo.bench.losses import LOSSES, LossSpec, masked_sums, outer, outer_grad
 from zoo.bench.optim import Adan
+from zoo.bench.schedule import SCHEDULES, make_scheduler
 from zoo.bench.stages import Stage, cumulative_shares, parse_stages, term_function
 from zoo.bench.standardize import Standardized
 from zoo.data.format import atomic_write
@@ -45,7 +46,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 OPTIMIZERS = ("adam", "adamw", "adan")
 #: TrainConfig keys added after runs were recorded, with the defaults that mean "as before"
-_LATER_DEFAULTS = {"optimizer": "adam", "betas": None, "eps": 1e-8, "amsgrad": False}
+_LATER_DEFAULTS = {"optimizer": "adam", "betas": None, "eps": 1e-8, "amsgrad": False, "schedule": "plateau"}
 
 
 class TrainingDiverged(ZooError):
@@ -79,6 +80,7 @@ class TrainConfig:
     betas: list | None = None  # None: the optimizer's default, (0.9, 0.999) or Adan's (0.98, 0.92, 0.99)
     eps: float = 1e-8
     amsgrad: bool = False  # adam / adamw only
+    schedule: str = "plateau"  # plateau: ReduceLROnPlateau + min-lr stop | cosine: lr -> min_lr over the budget
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None, where: str = "train") -> "TrainConfig":
@@ -120,6 +122,11 @@ class TrainConfig:
             raise ConfigError(f"{where}: amsgrad must be true or false, got {self.amsgrad!r}")
         if self.amsgrad and self.optimizer == "adan":
             raise ConfigError(f"{where}: amsgrad applies to adam and adamw only, not adan")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"{where}: unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
+        if self.schedule == "cosine" and self.stages:
+            raise ConfigError(f"{where}: schedule: cosine spans the whole budget and cannot be combined with stages "
+                              f"(their lr restarts and min-lr stops belong to the plateau schedule)")
         if self.stages:
             parse_stages(self, where)
 
@@ -263,9 +270,7 @@ class Trainer:
         if restart:
             for group in self.opt.param_groups:
                 group["lr"], group["weight_decay"] = st.cfg.lr, st.cfg.weight_decay
-        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.opt, mode="min", factor=st.cfg.lr_decay, patience=st.cfg.patience, threshold=st.cfg.threshold,
-            threshold_mode="rel", min_lr=0.0)
+        self.sched = make_scheduler(self.opt, st.cfg)
 
     def _start_stage(self, k: int) -> None:
         self.stage_epoch = 0
@@ -286,6 +291,17 @@ class Trainer:
         if cfg.time_budget_min is not None and self.elapsed >= share * 60.0 * cfg.time_budget_min:
             return True
         return cfg.cpu_budget_min is not None and self.cpu_elapsed >= share * 60.0 * cfg.cpu_budget_min
+
+    def _progress(self) -> float:
+        """Fraction of the run's budget spent: the largest over the budgets that are set (and over DDP ranks,
+        whose clocks differ, so every rank takes the same lr)."""
+        cfg = self.cfg
+        f = self.epoch / max(cfg.max_epochs, 1)
+        if cfg.time_budget_min is not None:
+            f = max(f, self.elapsed / (60.0 * cfg.time_budget_min))
+        if cfg.cpu_budget_min is not None:
+            f = max(f, self.cpu_elapsed / (60.0 * cfg.cpu_budget_min))
+        return ddp.all_max(f, self.ctx, self.device)
 
     def _stage_graphs(self) -> list:
         if self.stage.data == "full" and self.train_full is not None:
@@ -317,6 +333,10 @@ class Trainer:
         if saved_opt != self.cfg.optimizer:
             raise ZooError(f"{where}: checkpoint was trained with optimizer {saved_opt!r} but the configuration "
                            f"says {self.cfg.optimizer!r}; its state cannot continue another optimizer")
+        saved_sched = dict(ckpt.get("train_config") or {}).get("schedule", "plateau")
+        if saved_sched != self.cfg.schedule:
+            raise ZooError(f"{where}: checkpoint was trained with schedule {saved_sched!r} but the configuration "
+                           f"says {self.cfg.schedule!r}; its scheduler state cannot continue another schedule")
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         self._configure_stage(k, restart=False)  # the stage's scheduler, then its saved state
@@ -495,7 +515,7 @@ class Trainer:
                 if monitor < self.best_val:
                     self.best_val = monitor
                     self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-                self.sched.step(monitor)
+                self.sched.step(self._progress() if st.cfg.schedule == "cosine" else monitor)
                 new_lr = self.opt.param_groups[0]["lr"]
                 stop_lr = new_lr < st.cfg.min_lr * (1 - 1e-9)
                 # time/CPU shares differ between ranks: any rank's "spent" moves every rank on
